@@ -36,8 +36,14 @@ type Value struct {
 	s    string
 }
 
-func Null() Value                { return Value{} }
-func BoolValue(b bool) Value     { v := Value{kind: KindBool}; if b { v.n = 1 }; return v }
+func Null() Value { return Value{} }
+func BoolValue(b bool) Value {
+	v := Value{kind: KindBool}
+	if b {
+		v.n = 1
+	}
+	return v
+}
 func IntValue(i int64) Value     { return Value{kind: KindInt, n: uint64(i)} }
 func UintValue(u uint64) Value   { return Value{kind: KindUint, n: u} }
 func FloatValue(f float64) Value { return Value{kind: KindFloat, n: math.Float64bits(f)} }
