@@ -1,0 +1,32 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/unsgate/unsgate/gateway"
+	"github.com/unsgate/unsgate/models"
+)
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("mqtt-listen", gateway.DefaultBrokerListen, "embedded MQTT broker `address`")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	seed := fs.Int64("seed", 1, "random seed of the simulated line")
+	if _, err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	err := gateway.RunDemo(ctx, gateway.DemoOptions{
+		MQTTListen: *listen, Models: models.FS, Out: stdout,
+		Logger: newLogger(stderr, *logLevel), Seed: *seed,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "unsgate demo: %v\n", err)
+		return 1
+	}
+	return 0
+}

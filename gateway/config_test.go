@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+func TestConfigEnvExpansionAndDefaults(t *testing.T) {
+	text := `id: edge-01
+models: [models/]
+sources:
+  plc1:
+    url: tcp://127.0.0.1:${PLC_PORT}
+    poll: 250ms
+sinks:
+  mqtt:
+    url: mqtt://127.0.0.1:1883
+    username: ${MQTT_USER}
+    password: "${MQTT_PASSWORD:-fallback}"
+`
+	cfg, err := ParseConfig("/etc/unsgate/gw.yaml", []byte(text), env(map[string]string{"PLC_PORT": "5020", "MQTT_USER": "line1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Sources["plc1"].URL.V; got != "tcp://127.0.0.1:5020" {
+		t.Errorf("url = %q", got)
+	}
+	if cfg.Sources["plc1"].Poll != 250*time.Millisecond {
+		t.Errorf("poll = %v", cfg.Sources["plc1"].Poll)
+	}
+	m := cfg.Sinks.MQTT
+	if m.Username != "line1" || m.Password != "fallback" {
+		t.Errorf("user/password = %q/%q", m.Username, m.Password)
+	}
+	if m.ClientID != "unsgate-edge-01" {
+		t.Errorf("client id = %q", m.ClientID)
+	}
+	if cfg.Models[0] != "/etc/unsgate/models" {
+		t.Errorf("models path not resolved against the config's folder: %q", cfg.Models[0])
+	}
+	if cfg.Broker != nil {
+		t.Errorf("embedded broker configured although sinks.mqtt is set")
+	}
+}
+
+func TestConfigEmbeddedBrokerDefault(t *testing.T) {
+	cfg, err := ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Broker == nil || cfg.Broker.Listen.V != DefaultBrokerListen {
+		t.Fatalf("broker = %+v, want listen %s", cfg.Broker, DefaultBrokerListen)
+	}
+}
+
+// Every mistake is reported at once, each with its position.
+func TestConfigErrors(t *testing.T) {
+	text := `id: "edge 01"
+modles: [m]
+sources:
+  plc1:
+    url: opc.tcp://x:4840
+  plc2:
+    url: tcp://host
+    unit_id: 300
+    poll: soon
+  plc3:
+    url: tcp://h:502
+    backoff: {initial: 10s, max: 1s}
+sinks:
+  mqtt:
+    url: http://broker
+    password: ${NOPE}
+broker:
+  listen: 127.0.0.1:1883
+`
+	_, err := ParseConfig("gw.yaml", []byte(text), env(nil))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`gw.yaml:2:1: unknown key "modles" (did you mean "models"?)`,
+		`gw.yaml:9:11:`, // poll: soon
+		`gw.yaml:16:15: environment variable NOPE is not set`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	// The decode errors stop validation; fix them and the rest shows up.
+	text = strings.Replace(strings.Replace(strings.Replace(text, "modles", "models", 1), "soon", "1s", 1), "${NOPE}", "x", 1)
+	_, err = ParseConfig("gw.yaml", []byte(text), env(nil))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got = err.Error()
+	for _, want := range []string{
+		`id "edge 01"`,
+		`OPC UA sources are not supported yet`,
+		`sources.plc2.url "tcp://host": want tcp://host:port`,
+		`sources.plc2.unit_id 300: must be 0..255`,
+		`sources.plc3.backoff: initial 10s is longer than max 1s`,
+		`sinks.mqtt.url "http://broker": scheme must be mqtt:// or mqtts://`,
+		`broker: the embedded broker runs only when sinks.mqtt is absent`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	for _, line := range strings.Split(got, "\n") {
+		if !strings.HasPrefix(line, "gw.yaml:") {
+			t.Errorf("diagnostic without position: %q", line)
+		}
+	}
+}

@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/unsgate/unsgate/connectors/sim"
+	"github.com/unsgate/unsgate/model"
+)
+
+// DemoOptions configures RunDemo.
+type DemoOptions struct {
+	// MQTTListen is the embedded broker's address (default 127.0.0.1:1883).
+	MQTTListen string
+	// Models are the model files to run, usually the embedded examples.
+	Models fs.FS
+	// Out receives the banner with the addresses; Logger the logs.
+	Out    io.Writer
+	Logger *slog.Logger
+	// Seed makes the simulated line reproducible.
+	Seed int64
+	// Started, if not nil, is called with the running gateway once it is up.
+	Started func(*Gateway)
+}
+
+// DemoConfig is the gateway config the demo runs with: one Modbus source at
+// plcURL and the embedded broker on listen. It goes through the same parser
+// and validation as a config file.
+func DemoConfig(plcURL, listen string) (*Config, error) {
+	text := "id: demo\n" +
+		"models: [models]\n" +
+		"shutdown_timeout: 5s\n" +
+		"sources:\n" +
+		"  plc1:\n" +
+		"    url: " + strconv.Quote(plcURL) + "\n" +
+		"    unit_id: 1\n" +
+		"    poll: 500ms\n" +
+		"    timeout: 1s\n" +
+		"    backoff: {initial: 200ms, max: 5s}\n" +
+		"broker:\n" +
+		"  listen: " + strconv.Quote(listen) + "\n"
+	return ParseConfig("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
+}
+
+// RunDemo starts a simulated bottling-line PLC (a real Modbus TCP server on
+// loopback), the embedded MQTT broker and a gateway reading the PLC through
+// the Modbus source with the example models, until ctx is done.
+func RunDemo(ctx context.Context, opts DemoOptions) error {
+	if opts.MQTTListen == "" {
+		opts.MQTTListen = DefaultBrokerListen
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	files, err := readModelFS(opts.Models)
+	if err != nil {
+		return err
+	}
+	m, err := model.LoadFiles(files)
+	if err != nil {
+		return fmt.Errorf("example models:\n%w", err)
+	}
+
+	plc, err := sim.Listen("127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("simulated PLC: %w", err)
+	}
+	defer plc.Close()
+	line := sim.NewBottlingLine(plc, opts.Seed)
+	lineCtx, stopLine := context.WithCancel(ctx)
+	defer stopLine()
+	go line.Run(lineCtx, 200*time.Millisecond)
+
+	cfg, err := DemoConfig(plc.URL(), opts.MQTTListen)
+	if err != nil {
+		return err
+	}
+	m, plan, err := CompileModel(cfg, m)
+	if err != nil {
+		return fmt.Errorf("example models:\n%w", err)
+	}
+	g, err := New(cfg, m, plan, opts.Logger)
+	if err != nil {
+		return err
+	}
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- g.Run(ctx, started) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-started:
+	}
+	addr := g.BrokerAddr()
+	fmt.Fprintf(opts.Out, "unsgate demo: %d tags from a simulated bottling line\n", len(plan.Tags()))
+	fmt.Fprintf(opts.Out, "  simulated PLC  %s (Modbus TCP, unit 1)\n", plc.URL())
+	fmt.Fprintf(opts.Out, "  MQTT broker    mqtt://%s\n", addr)
+	fmt.Fprintf(opts.Out, "  presence       %s\n", g.PresenceTopic())
+	fmt.Fprintf(opts.Out, "Watch the namespace from another shell:\n")
+	fmt.Fprintf(opts.Out, "  go run ./cmd/unsgate sub --broker %s '#'\n", addr)
+	fmt.Fprintf(opts.Out, "  mosquitto_sub -V mqttv5 -h %s -p %s -t '#' -v\n", hostOf(addr), portOf(addr))
+	fmt.Fprintf(opts.Out, "Ctrl-C stops the demo.\n")
+	if opts.Started != nil {
+		opts.Started(g)
+	}
+	return <-errc
+}
+
+func readModelFS(fsys fs.FS) ([]model.File, error) {
+	var files []model.File
+	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if ext := path[max(0, len(path)-5):]; ext != ".yaml" && path[max(0, len(path)-4):] != ".yml" {
+			return nil
+		}
+		data, err := fs.ReadFile(fsys, path)
+		if err != nil {
+			return err
+		}
+		files = append(files, model.File{Name: "models/" + path, Data: data})
+		return nil
+	})
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	return files, err
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}
+
+func portOf(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return p
+}

@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/unsgate/unsgate/models"
+)
+
+// The issue's acceptance check as a test: the demo's UNS topics appear on
+// the embedded broker, GOOD, and change over time, within 15 seconds.
+func TestDemoPublishesUNS(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gw := make(chan *Gateway, 1)
+	var banner strings.Builder
+	errc := make(chan error, 1)
+	go func() {
+		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", Models: models.FS, Out: &banner, Seed: 7,
+			Started: func(g *Gateway) { gw <- g }})
+	}()
+	var g *Gateway
+	select {
+	case g = <-gw:
+	case err := <-errc:
+		t.Fatalf("demo stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("demo did not start")
+	}
+	if !strings.Contains(banner.String(), g.BrokerAddr()) {
+		t.Errorf("banner does not print the broker address %s:\n%s", g.BrokerAddr(), banner.String())
+	}
+	sub := subscribe(t, g.BrokerAddr(), "#")
+	const speed = "acme/munich/bottling/line1/filler1/speed"
+	first := time.Time{}
+	var firstVal uns
+	waitFor(t, 15*time.Second, "speed to change", func() bool {
+		h := sub.history(speed)
+		if len(h) == 0 {
+			return false
+		}
+		var u uns
+		if err := json.Unmarshal(h[len(h)-1].Payload, &u); err != nil {
+			t.Fatalf("bad payload %s: %v", h[len(h)-1].Payload, err)
+		}
+		if u.Quality != "GOOD" {
+			return false
+		}
+		if first.IsZero() {
+			first, firstVal = h[0].At, u
+			return false
+		}
+		return u.TimestampMS > firstVal.TimestampMS && u.Value != firstVal.Value
+	})
+	for _, topic := range []string{
+		"acme/munich/bottling/line1/filler1/temperature",
+		"acme/munich/bottling/line1/filler1/state",
+		"acme/munich/bottling/line1/filler2/fill_level",
+		"acme/munich/bottling/line1/capper1/torque",
+	} {
+		waitFor(t, 5*time.Second, topic, func() bool { u, ok := sub.value(topic); return ok && u.Quality == "GOOD" })
+	}
+	if m, ok := sub.raw(speed + "/_meta"); !ok || !m.Retained {
+		t.Errorf("no retained _meta for %s (got %v)", speed, ok)
+	}
+	waitFor(t, 5*time.Second, "presence", func() bool {
+		r, ok := sub.raw(g.PresenceTopic())
+		return ok && strings.Contains(string(r.Payload), `"online":true`)
+	})
+
+	// A late subscriber gets the retained values at once.
+	late := subscribe(t, g.BrokerAddr(), "acme/munich/bottling/line1/+/speed")
+	waitFor(t, 5*time.Second, "retained speed", func() bool { r, ok := late.raw(speed); return ok && r.Retained })
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("demo: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("demo did not stop within 10s")
+	}
+}

@@ -1,0 +1,281 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/unsgate/unsgate/connectors"
+	"github.com/unsgate/unsgate/connectors/modbus"
+	"github.com/unsgate/unsgate/harmonize"
+	"github.com/unsgate/unsgate/model"
+	"github.com/unsgate/unsgate/publish"
+	"github.com/unsgate/unsgate/publish/broker"
+	"github.com/unsgate/unsgate/publish/mqtt"
+)
+
+// Gateway is one running unsgate instance: sources -> engine -> fan-out.
+type Gateway struct {
+	cfg    *Config
+	model  *model.Model
+	plan   *harmonize.Plan
+	logger *slog.Logger
+
+	// mu serialises the engine: sources call emit from their own
+	// goroutines, the engine is single-threaded by design, and Apply plus
+	// Publish (which only encodes and enqueues) take microseconds, so a
+	// mutex is cheaper than a channel hop and copies no samples.
+	mu     sync.Mutex
+	engine *harmonize.Engine
+	points []model.Point
+
+	sources []*connectors.Supervisor
+	fanout  *publish.Fanout
+	broker  *broker.Broker
+}
+
+// Load reads the gateway config at path, then its model files, compiles the
+// plan and checks that every source the model names is configured. The
+// error is model.Diagnostics listing every problem when the files are at
+// fault.
+func Load(path string) (*Config, *model.Model, *harmonize.Plan, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, plan, err := LoadModel(cfg, cfg.Models...)
+	return cfg, m, plan, err
+}
+
+// LoadModel loads and compiles model files and checks them against cfg.
+func LoadModel(cfg *Config, paths ...string) (*model.Model, *harmonize.Plan, error) {
+	m, err := model.Load(paths...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return CompileModel(cfg, m)
+}
+
+// CompileModel compiles a loaded model and, when cfg is not nil, checks that
+// every source the model refers to exists in the config.
+func CompileModel(cfg *Config, m *model.Model) (*model.Model, *harmonize.Plan, error) {
+	plan, err := harmonize.Compile(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg != nil {
+		var diags model.Diagnostics
+		checkSources(cfg, plan, &diags)
+		if err := diags.Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return m, plan, nil
+}
+
+func checkSources(cfg *Config, plan *harmonize.Plan, diags *model.Diagnostics) {
+	known := make([]string, 0, len(cfg.Sources))
+	for name := range cfg.Sources {
+		known = append(known, name)
+	}
+	for name, pos := range plan.SourceRefs() {
+		if _, ok := cfg.Sources[name]; ok {
+			continue
+		}
+		msg := fmt.Sprintf("unknown source %q: %s has no such source", name, cfg.File)
+		if s := model.Suggest(name, known); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		diags.Add(pos, "%s", msg)
+	}
+}
+
+// New builds a gateway from a validated config and compiled plan. It
+// creates every source and sink, so configuration mistakes surface here,
+// before anything connects.
+func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger) (*Gateway, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{cfg: cfg, model: m, plan: plan, logger: logger}
+	g.engine = harmonize.NewEngine(plan, harmonize.Options{Logger: logger})
+	g.fanout = publish.NewFanout(publish.Options{Logger: logger, FlushTimeout: cfg.ShutdownTimeout})
+
+	bySource := map[string][]modbus.Tag{}
+	for _, b := range plan.Bindings() {
+		if b.Address == nil || b.Address.Modbus == nil {
+			return nil, fmt.Errorf("source %s: address %q: only Modbus is supported", b.Source, b.Key)
+		}
+		bySource[b.Source] = append(bySource[b.Source], modbus.Tag{Key: b.Key, Addr: *b.Address.Modbus, Poll: b.Poll})
+	}
+	for name, tags := range bySource {
+		sc := cfg.Sources[name]
+		if sc == nil {
+			return nil, fmt.Errorf("model names source %q, which the config does not define", name)
+		}
+		src, err := modbus.New(modbus.Config{
+			Name: name, URL: sc.URL.V, UnitID: sc.UnitID, Poll: sc.Poll, Timeout: sc.Timeout,
+			Pause: sc.Pause, MaxGap: sc.MaxGap, MaxBitGap: sc.MaxBitGap, StaleAfter: sc.StaleAfter,
+			Tags: tags, Logger: logger.With("source", name),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", name, err)
+		}
+		g.sources = append(g.sources, connectors.NewSupervisor(src,
+			connectors.Backoff{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}, logger.With("source", name)))
+	}
+
+	if mc := cfg.Sinks.MQTT; mc != nil {
+		sink, err := mqtt.New(g.mqttConfig(mc, mc.URL.V))
+		if err != nil {
+			return nil, fmt.Errorf("sinks.mqtt: %w", err)
+		}
+		g.fanout.Add(sink)
+	}
+	g.fanout.SetTags(plan.Tags())
+	return g, nil
+}
+
+func (g *Gateway) mqttConfig(mc *MQTTConfig, u string) mqtt.Config {
+	return mqtt.Config{
+		URL: u, ClientID: mc.ClientID, Username: mc.Username, Password: mc.Password,
+		CAFile: mc.TLS.CAFile, CertFile: mc.TLS.CertFile, KeyFile: mc.TLS.KeyFile,
+		InsecureSkipVerify: mc.TLS.InsecureSkipVerify, KeepAlive: mc.KeepAlive,
+		GatewayID: g.cfg.ID, PresenceTopic: g.PresenceTopic(), MaxInflight: mc.MaxInflight,
+		Logger: g.logger.With("sink", "mqtt"),
+	}
+}
+
+// dialAddr is where the gateway's own client reaches the embedded broker: a
+// wildcard listen address is dialled on loopback.
+func dialAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// PresenceTopic is {prefix}/_gateways/{id}/status, the prefix being the
+// configured presence path or the first two levels of the model's first
+// asset (enterprise/site with the default levels).
+func (g *Gateway) PresenceTopic() string {
+	prefix := g.cfg.Presence
+	if prefix == "" && len(g.model.Assets) > 0 {
+		levels := strings.Split(g.model.Assets[0].Path, "/")
+		prefix = strings.Join(levels[:min(2, len(levels))], "/")
+	}
+	if prefix == "" {
+		return "_gateways/" + g.cfg.ID + "/status"
+	}
+	return prefix + "/_gateways/" + g.cfg.ID + "/status"
+}
+
+// BrokerAddr is the embedded broker's bound address once Run has started
+// it, or "".
+func (g *Gateway) BrokerAddr() string {
+	if g.broker == nil {
+		return ""
+	}
+	return g.broker.Addr()
+}
+
+// emit is the sources' way in: it runs the engine on a batch and hands the
+// resulting points to the fan-out, which never blocks.
+func (g *Gateway) emit(batch []model.Sample) {
+	g.mu.Lock()
+	g.points = g.engine.Apply(batch, g.points[:0])
+	if len(g.points) > 0 {
+		g.fanout.Publish(g.points)
+	}
+	g.mu.Unlock()
+}
+
+func (g *Gateway) tick(now time.Time) {
+	g.mu.Lock()
+	g.points = g.engine.Tick(now, g.points[:0])
+	if len(g.points) > 0 {
+		g.fanout.Publish(g.points)
+	}
+	g.mu.Unlock()
+}
+
+// Run starts the embedded broker (when no external one is configured), the
+// sinks and the sources, and runs until ctx is done; then it stops the
+// sources and gives the sinks up to the shutdown timeout to flush. started,
+// if not nil, is closed once the broker (if any) listens and the sources
+// and sinks are running.
+func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
+	if g.cfg.Sinks.MQTT == nil {
+		b, err := broker.Start(g.cfg.Broker.Listen.V, g.logger.With("component", "broker"))
+		if err != nil {
+			return fmt.Errorf("embedded broker on %s: %w (is another broker running? set broker.listen or --mqtt-listen)", g.cfg.Broker.Listen.V, err)
+		}
+		g.broker = b
+		defer b.Close()
+		// The sink is made here, not in New, because only now is the
+		// bound address known (listen may say port 0).
+		sink, err := mqtt.New(g.mqttConfig(&MQTTConfig{ClientID: "unsgate-" + g.cfg.ID}, "mqtt://"+dialAddr(b.Addr())))
+		if err != nil {
+			return fmt.Errorf("embedded broker client: %w", err)
+		}
+		g.fanout.Add(sink)
+		g.fanout.SetTags(g.plan.Tags())
+	}
+
+	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSinks()
+	fanDone := make(chan error, 1)
+	go func() { fanDone <- g.fanout.Run(sinkCtx) }()
+
+	var wg sync.WaitGroup
+	for _, s := range g.sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Run(ctx, g.emit)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				g.tick(now)
+			}
+		}
+	}()
+	g.logger.Info("gateway running", "id", g.cfg.ID, "sources", len(g.sources), "tags", len(g.plan.Tags()),
+		"broker", g.BrokerAddr())
+	if started != nil {
+		close(started)
+	}
+
+	<-ctx.Done()
+	wg.Wait()
+	// Sources are stopped; now let the sinks drain within the bound.
+	stopSinks()
+	select {
+	case err := <-fanDone:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	case <-time.After(g.cfg.ShutdownTimeout + time.Second):
+		return fmt.Errorf("sinks did not stop within %v", g.cfg.ShutdownTimeout)
+	}
+	g.logger.Info("gateway stopped", "id", g.cfg.ID)
+	return nil
+}
