@@ -1,0 +1,582 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	mb "github.com/simonvetter/modbus"
+
+	"github.com/unsgate/unsgate/connectors"
+	"github.com/unsgate/unsgate/model"
+)
+
+var _ connectors.Source = (*Source)(nil)
+
+// Source polls one Modbus TCP device. Create it with New; it may run many
+// sessions one after the other, never two at once.
+type Source struct {
+	s       settings
+	reqs    []Request
+	keys    []string
+	running atomic.Bool
+
+	connects    atomic.Uint64
+	requests    atomic.Uint64
+	exceptions  atomic.Uint64
+	errs        atomic.Uint64
+	stale       atomic.Uint64
+	lastLatency atomic.Int64
+}
+
+// Stats are the source's counters since New, over all sessions.
+type Stats struct {
+	Connects    uint64        // sessions that connected
+	Requests    uint64        // requests answered, with values or with an exception
+	Exceptions  uint64        // requests answered with a Modbus exception or from a wrong unit id
+	Errors      uint64        // failures that ended a session (connect, timeout, I/O, protocol)
+	Stale       uint64        // times a request's tags were marked stale
+	LastLatency time.Duration // round trip of the last answered request
+}
+
+// New validates cfg, applies its defaults and builds the poll plan. Every
+// problem is reported at once in an error wrapping connectors.ErrConfig.
+func New(cfg Config) (*Source, error) {
+	var probs configProblems
+	s := normalize(&cfg, &probs)
+	reqs := buildPlan(&s, cfg.Tags, &probs)
+	if err := probs.err(cfg.Name); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for i := range reqs {
+		for _, b := range reqs[i].Bindings {
+			keys = append(keys, b.Key)
+		}
+	}
+	slices.Sort(keys)
+	return &Source{s: s, reqs: reqs, keys: keys}, nil
+}
+
+// Name returns the source id.
+func (src *Source) Name() string { return src.s.name }
+
+// Addresses returns every binding key, sorted, each once.
+func (src *Source) Addresses() []string { return slices.Clone(src.keys) }
+
+// Requests returns a copy of the poll plan (see Plan).
+func (src *Source) Requests() []Request {
+	out := slices.Clone(src.reqs)
+	for i := range out {
+		out[i].Bindings = slices.Clone(out[i].Bindings)
+	}
+	return out
+}
+
+// Stats returns the counters; safe to call at any time.
+func (src *Source) Stats() Stats {
+	return Stats{
+		Connects:    src.connects.Load(),
+		Requests:    src.requests.Load(),
+		Exceptions:  src.exceptions.Load(),
+		Errors:      src.errs.Load(),
+		Stale:       src.stale.Load(),
+		LastLatency: time.Duration(src.lastLatency.Load()),
+	}
+}
+
+// Run handles one session: it connects (bounded by Timeout), then polls
+// until ctx is done (returning nil) or the connection breaks (returning the
+// error). It never reconnects by itself.
+//
+// Scheduling: every request is due at session start and then every Poll on
+// a fixed grid; when the connection cannot keep up, missed ticks are
+// skipped, never queued. Requests run one at a time, earliest due first,
+// with at least Pause between the end of one and the start of the next.
+//
+// Each answered request emits one batch with a sample per binding:
+//   - values: Quality GOOD, ReceiveTime = when the response arrived;
+//   - a Modbus exception (or a response from another unit id): Quality BAD,
+//     null value, Status = exception code (0 for a wrong unit id); the
+//     session goes on and other requests are unaffected.
+//
+// A timeout, an I/O error or a malformed response ends the session with an
+// error naming the request; the supervisor then marks every tag BAD.
+//
+// Stale rule: when a request whose last answer was GOOD has not been read
+// successfully within (StaleAfter+1) × Poll of the moment its last
+// successful read was sent — StaleAfter scheduled reads in a row, each
+// given a whole interval, did not complete, typically because slower
+// requests hold the connection — Run emits, once, its samples with
+// Stale=true, Quality UNCERTAIN, the last values and the last ReceiveTime
+// (so consumers see how old the value is). The next successful read emits
+// GOOD again. Tags that are BAD from an exception stay BAD: the exception
+// says more than staleness.
+//
+// Cancelling ctx returns at once, even with a request in flight; that
+// request ends within Timeout and the connection is closed after it.
+func (src *Source) Run(ctx context.Context, emit connectors.Emit) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	if !src.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("modbus %s: Run called while a session is running", src.s.name)
+	}
+	defer src.running.Store(false)
+	err := newSession(src, emit).run(ctx)
+	if ctx.Err() != nil {
+		return nil // cancelled: whatever broke on the way out is not news
+	}
+	return err
+}
+
+// request states, for stale tracking and exception logging.
+const (
+	stNone  = iota // nothing emitted yet this session
+	stGood         // last emitted GOOD
+	stStale        // last emitted stale (UNCERTAIN)
+	stBad          // last emitted BAD (exception)
+)
+
+type reqState struct {
+	r        *Request
+	due      time.Time
+	lastSent time.Time // when the last successful read was sent
+	lastRecv time.Time // when its response arrived
+	state    uint8
+	lastErr  string        // last request failure logged, to log changes only
+	last     []model.Value // per binding
+	lastRaw  [][]uint16    // per binding, strings only: registers behind last
+}
+
+// pollClass is the ring of requests sharing one poll interval. They start
+// due together and each moves to the next grid tick after it runs, so the
+// ring's head is always the earliest due of the class.
+type pollClass struct {
+	poll time.Duration
+	reqs []*reqState
+	next int
+}
+
+type reply struct {
+	regs       []uint16
+	bits       []bool
+	err        error
+	sent, recv time.Time
+}
+
+type session struct {
+	src     *Source
+	s       *settings
+	log     *slog.Logger
+	emit    connectors.Emit
+	classes []*pollClass
+	all     []*reqState
+	batch   []model.Sample
+
+	timer      *time.Timer
+	notBefore  time.Time // Pause: earliest start of the next request
+	staleCheck time.Time // no request can go stale before this; zero = none pending
+
+	calls   chan *Request // nil = connect
+	replies chan reply
+	done    chan struct{}
+}
+
+func newSession(src *Source, emit connectors.Emit) *session {
+	ss := &session{src: src, s: &src.s, log: src.s.logger.With("source", src.s.name), emit: emit}
+	byPoll := map[time.Duration]*pollClass{}
+	maxBindings := 0
+	for i := range src.reqs {
+		r := &src.reqs[i]
+		st := &reqState{r: r, last: make([]model.Value, len(r.Bindings))}
+		for j, b := range r.Bindings {
+			if b.Addr.Type == model.RawString && !r.Area.IsBit() {
+				if st.lastRaw == nil {
+					st.lastRaw = make([][]uint16, len(r.Bindings))
+				}
+				st.lastRaw[j] = make([]uint16, 0, b.Addr.Length)
+			}
+		}
+		maxBindings = max(maxBindings, len(r.Bindings))
+		c := byPoll[r.Poll]
+		if c == nil {
+			c = &pollClass{poll: r.Poll}
+			byPoll[r.Poll] = c
+			ss.classes = append(ss.classes, c)
+		}
+		c.reqs = append(c.reqs, st)
+		ss.all = append(ss.all, st)
+	}
+	ss.batch = make([]model.Sample, 0, maxBindings)
+	return ss
+}
+
+func (ss *session) run(ctx context.Context) (err error) {
+	client, err := mb.NewClient(&mb.ClientConfiguration{
+		URL:     "tcp://" + ss.s.hostPort,
+		Timeout: ss.s.timeout,
+		Logger:  slog.NewLogLogger(ss.log.Handler(), slog.LevelDebug),
+	})
+	if err != nil {
+		return fmt.Errorf("modbus %s: %w: url %s: %w", ss.s.name, connectors.ErrConfig, ss.s.url, err)
+	}
+	ss.calls = make(chan *Request)
+	ss.replies = make(chan reply, 1)
+	ss.done = make(chan struct{})
+	go ss.worker(client)
+	inFlight := false
+	defer func() {
+		close(ss.calls)
+		// With a request in flight the worker needs up to Timeout to see the
+		// close; Run must return promptly, so only wait when it is idle.
+		if !inFlight {
+			<-ss.done
+		}
+	}()
+	ss.timer = time.NewTimer(time.Hour)
+	defer ss.timer.Stop()
+
+	// Connect. The library dials with a fixed 5 s timeout; Timeout is ours.
+	inFlight = true
+	ss.calls <- nil
+	ss.timer.Reset(ss.s.timeout)
+	select {
+	case rep := <-ss.replies:
+		inFlight = false
+		if rep.err != nil {
+			ss.src.errs.Add(1)
+			return fmt.Errorf("modbus %s: connect %s: %w%s", ss.s.name, ss.s.url, rep.err, connectHint(rep.err, ss.s.hostPort))
+		}
+	case <-ss.timer.C:
+		ss.src.errs.Add(1)
+		return fmt.Errorf("modbus %s: connect %s: %w (no connection within %v: is the host reachable?)",
+			ss.s.name, ss.s.url, mb.ErrRequestTimedOut, ss.s.timeout)
+	case <-ctx.Done():
+		return nil
+	}
+	ss.src.connects.Add(1)
+	ss.log.Debug("connected", "url", ss.s.url)
+
+	start := time.Now()
+	for _, st := range ss.all {
+		st.due = start
+	}
+	for {
+		now := time.Now()
+		ss.checkStale(now)
+		c := ss.nextClass()
+		if c == nil {
+			// Nothing to poll: hold the connection until cancelled.
+			<-ctx.Done()
+			return nil
+		}
+		st := c.reqs[c.next]
+		at := st.due
+		if ss.notBefore.After(at) {
+			at = ss.notBefore
+		}
+		if at.After(now) {
+			if !ss.wait(ctx, at) {
+				return nil
+			}
+			continue
+		}
+
+		inFlight = true
+		ss.calls <- st.r
+		var rep reply
+		for waiting := true; waiting; {
+			wake := ss.staleCheck
+			if wake.IsZero() {
+				wake = now.Add(time.Hour)
+			}
+			ss.timer.Reset(time.Until(wake))
+			select {
+			case rep = <-ss.replies:
+				inFlight = false
+				waiting = false
+			case <-ss.timer.C:
+				ss.checkStale(time.Now())
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if err := ss.handle(st, &rep); err != nil {
+			return err
+		}
+		ss.notBefore = rep.recv.Add(ss.s.pause)
+		st.due = nextTick(st.due, c.poll, rep.recv)
+		c.next = (c.next + 1) % len(c.reqs)
+	}
+}
+
+// wait sleeps until at, waking early to mark stale tags; false = ctx done.
+func (ss *session) wait(ctx context.Context, at time.Time) bool {
+	if !ss.staleCheck.IsZero() && ss.staleCheck.Before(at) {
+		at = ss.staleCheck
+	}
+	ss.timer.Reset(time.Until(at))
+	select {
+	case <-ss.timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// nextClass returns the class whose head request is due first.
+func (ss *session) nextClass() *pollClass {
+	var best *pollClass
+	for _, c := range ss.classes {
+		if best == nil || c.reqs[c.next].due.Before(best.reqs[best.next].due) {
+			best = c
+		}
+	}
+	return best
+}
+
+// nextTick returns the first tick of the grid due + k·poll after now.
+func nextTick(due time.Time, poll time.Duration, now time.Time) time.Time {
+	next := due.Add(poll)
+	if !next.After(now) {
+		next = due.Add((now.Sub(due)/poll + 1) * poll)
+	}
+	return next
+}
+
+// worker owns the client: one call at a time, then it closes the
+// connection when calls is closed.
+func (ss *session) worker(client *mb.ModbusClient) {
+	defer close(ss.done)
+	defer client.Close()
+	unit := -1
+	for r := range ss.calls {
+		var rep reply
+		rep.sent = time.Now()
+		switch {
+		case r == nil:
+			rep.err = client.Open()
+		default:
+			if int(r.UnitID) != unit {
+				// SetUnitId is client state, so it is set only here, where
+				// no other call can interleave.
+				client.SetUnitId(r.UnitID)
+				unit = int(r.UnitID)
+			}
+			switch r.Area {
+			case model.AreaHoldingRegister:
+				rep.regs, rep.err = client.ReadRegisters(r.Start, uint16(r.Count), mb.HOLDING_REGISTER)
+			case model.AreaInputRegister:
+				rep.regs, rep.err = client.ReadRegisters(r.Start, uint16(r.Count), mb.INPUT_REGISTER)
+			case model.AreaCoil:
+				rep.bits, rep.err = client.ReadCoils(r.Start, uint16(r.Count))
+			case model.AreaDiscreteInput:
+				rep.bits, rep.err = client.ReadDiscreteInputs(r.Start, uint16(r.Count))
+			}
+		}
+		rep.recv = time.Now()
+		ss.replies <- rep
+	}
+}
+
+// handle emits the outcome of one request; a non-nil error ends the session.
+func (ss *session) handle(st *reqState, rep *reply) error {
+	r := st.r
+	if rep.err != nil {
+		code, isExc := exceptionCode(rep.err)
+		if !isExc && !errors.Is(rep.err, mb.ErrBadUnitId) {
+			ss.src.errs.Add(1)
+			return fmt.Errorf("modbus %s: read %s: %w%s", ss.s.name, r, rep.err, readHint(rep.err, ss.s.timeout))
+		}
+		ss.src.requests.Add(1)
+		ss.src.exceptions.Add(1)
+		ss.src.lastLatency.Store(int64(rep.recv.Sub(rep.sent)))
+		if msg := rep.err.Error(); msg != st.lastErr {
+			st.lastErr = msg
+			ss.log.Warn("request failed", "request", r.String(), "err", rep.err, "hint", exceptionHint(rep.err, code))
+		}
+		st.state = stBad
+		b := ss.batch[:0]
+		for _, bd := range r.Bindings {
+			b = append(b, model.Sample{Source: ss.s.name, Address: bd.Key, Quality: model.QualityBad,
+				Status: uint32(code), ReceiveTime: rep.recv})
+		}
+		ss.batch = b
+		ss.emit(b)
+		return nil
+	}
+	ss.src.requests.Add(1)
+	ss.src.lastLatency.Store(int64(rep.recv.Sub(rep.sent)))
+	if st.lastErr != "" {
+		ss.log.Info("request recovered", "request", r.String())
+		st.lastErr = ""
+	}
+	b := ss.batch[:0]
+	for i := range r.Bindings {
+		bd := &r.Bindings[i]
+		v, err := ss.decode(st, i, bd, rep)
+		q := model.QualityGood
+		if err != nil {
+			// New rejects undecodable addresses and the client checks the
+			// response length, so this means a bug, not a device problem.
+			ss.log.Error("decode failed", "request", r.String(), "key", bd.Key, "err", err)
+			q = model.QualityBad
+		}
+		st.last[i] = v
+		b = append(b, model.Sample{Source: ss.s.name, Address: bd.Key, Value: v, Quality: q, ReceiveTime: rep.recv})
+	}
+	st.state = stGood
+	st.lastSent, st.lastRecv = rep.sent, rep.recv
+	if ss.s.staleAfter > 0 {
+		d := ss.staleDeadline(st)
+		if ss.staleCheck.IsZero() || d.Before(ss.staleCheck) {
+			ss.staleCheck = d
+		}
+	}
+	ss.batch = b
+	ss.emit(b)
+	return nil
+}
+
+func (ss *session) decode(st *reqState, i int, bd *Binding, rep *reply) (model.Value, error) {
+	if st.r.Area.IsBit() {
+		if bd.Offset >= len(rep.bits) {
+			return model.Value{}, ErrShortBlock
+		}
+		return DecodeBits(rep.bits[bd.Offset:], &bd.Addr)
+	}
+	if bd.Offset >= len(rep.regs) {
+		return model.Value{}, ErrShortBlock
+	}
+	regs := rep.regs[bd.Offset:]
+	if bd.Addr.Type == model.RawString && len(regs) >= bd.Addr.Length {
+		// An unchanged string is the common case: reuse the last one
+		// instead of allocating it again every poll.
+		regs = regs[:bd.Addr.Length]
+		if st.last[i].Kind() == model.KindString && slices.Equal(st.lastRaw[i], regs) {
+			return st.last[i], nil
+		}
+		st.lastRaw[i] = append(st.lastRaw[i][:0], regs...)
+	}
+	return Decode(regs, &bd.Addr)
+}
+
+func (ss *session) staleDeadline(st *reqState) time.Time {
+	return st.lastSent.Add(time.Duration(ss.s.staleAfter+1) * st.r.Poll)
+}
+
+// checkStale marks requests past their stale deadline; it scans only when
+// the earliest deadline may have passed.
+func (ss *session) checkStale(now time.Time) {
+	if ss.staleCheck.IsZero() || now.Before(ss.staleCheck) {
+		return
+	}
+	ss.staleCheck = time.Time{}
+	for _, st := range ss.all {
+		if st.state != stGood {
+			continue
+		}
+		d := ss.staleDeadline(st)
+		if now.Before(d) {
+			if ss.staleCheck.IsZero() || d.Before(ss.staleCheck) {
+				ss.staleCheck = d
+			}
+			continue
+		}
+		st.state = stStale
+		ss.src.stale.Add(1)
+		b := ss.batch[:0]
+		for i, bd := range st.r.Bindings {
+			b = append(b, model.Sample{Source: ss.s.name, Address: bd.Key, Value: st.last[i],
+				Quality: model.QualityUncertain, Stale: true, ReceiveTime: st.lastRecv})
+		}
+		ss.batch = b
+		ss.emit(b)
+	}
+}
+
+var exceptions = [...]struct {
+	err  error
+	code uint8
+}{
+	{mb.ErrIllegalFunction, 0x01},
+	{mb.ErrIllegalDataAddress, 0x02},
+	{mb.ErrIllegalDataValue, 0x03},
+	{mb.ErrServerDeviceFailure, 0x04},
+	{mb.ErrAcknowledge, 0x05},
+	{mb.ErrServerDeviceBusy, 0x06},
+	{mb.ErrMemoryParityError, 0x08},
+	{mb.ErrGWPathUnavailable, 0x0A},
+	{mb.ErrGWTargetFailedToRespond, 0x0B},
+}
+
+// exceptionCode reports whether err is a Modbus exception response and its
+// code. The library turns codes it does not know into a formatted error.
+func exceptionCode(err error) (uint8, bool) {
+	for _, e := range exceptions {
+		if errors.Is(err, e.err) {
+			return e.code, true
+		}
+	}
+	var code uint8
+	if _, e := fmt.Sscanf(err.Error(), "unknown exception code (%d)", &code); e == nil {
+		return code, true
+	}
+	return 0, false
+}
+
+func exceptionHint(err error, code uint8) string {
+	switch {
+	case errors.Is(err, mb.ErrBadUnitId):
+		return "the answer came from another unit id: is the PLC's unit id right, and does the gateway route it?"
+	case code == 0x0B:
+		return "the gateway got no answer from the device: is the PLC's unit id right, and is the device on?"
+	case code == 0x0A:
+		return "the gateway has no path to this unit id: is the PLC's unit id right?"
+	case code == 0x02:
+		return "does the device map every register of this request? a smaller max gap avoids reading unmapped gaps"
+	case code == 0x01:
+		return "does the device support reading this area?"
+	case code == 0x06:
+		return "the device is busy: a longer poll interval or a pause between requests may help"
+	}
+	return ""
+}
+
+func readHint(err error, timeout time.Duration) string {
+	switch {
+	case errors.Is(err, mb.ErrRequestTimedOut):
+		return fmt.Sprintf(" (no answer within %v: is the PLC's unit id right? many devices ignore requests for other unit ids)", timeout)
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return " (the device closed the connection: was it restarted, or does it allow fewer connections?)"
+	case errors.Is(err, mb.ErrProtocolError):
+		return " (malformed response: is this really a Modbus TCP device, or is a gateway mangling frames?)"
+	}
+	return ""
+}
+
+func connectHint(err error, hostPort string) string {
+	_, port, _ := net.SplitHostPort(hostPort)
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf(" (is the device on and listening on port %s?)", port)
+	case errors.As(err, &dns):
+		return " (is the host name right?)"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return " (is the host reachable from this machine?)"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return " (is the host reachable?)"
+	}
+	return ""
+}
