@@ -163,13 +163,13 @@ func normalize(cfg *Config, probs *configProblems) settings {
 
 // checkURL accepts exactly tcp://host:port and returns host:port.
 func checkURL(raw string, probs *configProblems) string {
+	if !strings.HasPrefix(raw, "tcp://") {
+		probs.add("url %q: scheme must be tcp (tcp://host:502)", raw)
+		return ""
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		probs.add("url %q: %v", raw, err)
-		return ""
-	}
-	if u.Scheme != "tcp" {
-		probs.add("url %q: scheme must be tcp (tcp://host:502)", raw)
 		return ""
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {

@@ -32,7 +32,7 @@ type Binding struct {
 }
 
 // String names the request the way errors and logs do: "holding 100+10 (unit 1)".
-func (r *Request) String() string {
+func (r Request) String() string {
 	return fmt.Sprintf("%s %d+%d (unit %d)", r.Area, r.Start, r.Count, r.UnitID)
 }
 

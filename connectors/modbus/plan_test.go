@@ -51,10 +51,6 @@ func mustPlan(t *testing.T, cfg Config) []Request {
 // mixed.
 func checkPlan(t *testing.T, cfg Config, reqs []Request) {
 	t.Helper()
-	unit := cfg.UnitID
-	if unit == 0 {
-		unit = DefaultUnitID
-	}
 	maxGap, maxBitGap := cmp.Or(cfg.MaxGap, DefaultMaxGap), cmp.Or(cfg.MaxBitGap, DefaultMaxBitGap)
 	maxGap, maxBitGap = max(maxGap, 0), max(maxBitGap, 0)
 	seen := map[string]int{}
@@ -102,7 +98,6 @@ func checkPlan(t *testing.T, cfg Config, reqs []Request) {
 			t.Fatalf("tag %s read %d times", key, seen[key])
 		}
 	}
-	_ = unit
 }
 
 // greedyCount is the reference: walk values sorted by start and extend the
@@ -438,4 +433,30 @@ func TestNewValidation(t *testing.T) {
 	if src, err := New(c); err != nil || len(src.Addresses()) != 0 {
 		t.Errorf("no tags: %v", err)
 	}
+}
+
+func ExamplePlan() {
+	f := holding(104, model.RawFloat32)
+	f.Order = model.OrderCDAB
+	reqs, err := Plan(Config{Name: "plc1", URL: "tcp://192.0.2.10:502", Tags: []Tag{
+		{Key: "speed", Addr: holding(100, model.RawUint16)},
+		{Key: "level", Addr: f},                             // 2 unused registers (102, 103) are bridged
+		{Key: "total", Addr: holding(300, model.RawUint64)}, // too far away: its own request
+		{Key: "motor", Addr: coil(7), Poll: 100 * time.Millisecond},
+	}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, r := range reqs {
+		fmt.Printf("%v every %v:", r, r.Poll)
+		for _, b := range r.Bindings {
+			fmt.Printf(" %s@%d", b.Key, b.Offset)
+		}
+		fmt.Println()
+	}
+	// Output:
+	// coil 7+1 (unit 1) every 100ms: motor@0
+	// holding 100+6 (unit 1) every 1s: speed@0 level@4
+	// holding 300+4 (unit 1) every 1s: total@0
 }

@@ -322,7 +322,7 @@ func encodeBytes(be []byte, letters string) []uint16 {
 	return regs
 }
 
-// letters64 maps a byte order to its 8-letter name.
+// letters names a byte order's layout for n-byte values.
 func letters(o model.ByteOrder, n int) string {
 	if n == 8 {
 		return [...]string{"ABCDEFGH", "BADCFEHG", "GHEFCDAB", "HGFEDCBA"}[o]

@@ -219,7 +219,7 @@ func newSession(src *Source, emit connectors.Emit) *session {
 	return ss
 }
 
-func (ss *session) run(ctx context.Context) (err error) {
+func (ss *session) run(ctx context.Context) error {
 	client, err := mb.NewClient(&mb.ClientConfiguration{
 		URL:     "tcp://" + ss.s.hostPort,
 		Timeout: ss.s.timeout,
