@@ -121,13 +121,13 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		src, err := modbus.New(modbus.Config{
 			Name: name, URL: sc.URL.V, UnitID: sc.UnitID, Poll: sc.Poll, Timeout: sc.Timeout,
 			Pause: sc.Pause, MaxGap: sc.MaxGap, MaxBitGap: sc.MaxBitGap, StaleAfter: sc.StaleAfter,
-			Tags: tags, Logger: logger.With("source", name),
+			Tags: tags, Logger: logger,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", name, err)
 		}
 		g.sources = append(g.sources, connectors.NewSupervisor(src,
-			connectors.Backoff{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}, logger.With("source", name)))
+			connectors.Backoff{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}, logger))
 	}
 
 	if mc := cfg.Sinks.MQTT; mc != nil {

@@ -32,8 +32,11 @@ func (k Kind) String() string {
 // zero Value is null. Values are compared and copied by value.
 type Value struct {
 	kind Kind
-	n    uint64 // bool (0/1), int64, uint64 or float64 bits
-	s    string
+	// f32 marks a float that came from a 32-bit source value: it is printed
+	// with float32 precision (500.1, not 500.1000061035156).
+	f32 bool
+	n   uint64 // bool (0/1), int64, uint64 or float64 bits
+	s   string
 }
 
 func Null() Value { return Value{} }
@@ -48,6 +51,13 @@ func IntValue(i int64) Value     { return Value{kind: KindInt, n: uint64(i)} }
 func UintValue(u uint64) Value   { return Value{kind: KindUint, n: u} }
 func FloatValue(f float64) Value { return Value{kind: KindFloat, n: math.Float64bits(f)} }
 func StringValue(s string) Value { return Value{kind: KindString, s: s} }
+
+// Float32Value holds a 32-bit float. Its float64 value is the exact
+// widening; it is formatted with the shortest text that identifies the
+// float32, which is what the device meant.
+func Float32Value(f float32) Value {
+	return Value{kind: KindFloat, f32: true, n: math.Float64bits(float64(f))}
+}
 
 func (v Value) Kind() Kind     { return v.kind }
 func (v Value) IsNull() bool   { return v.kind == KindNull }
@@ -78,6 +88,9 @@ func (v Value) AsFloat() (f float64, ok bool) {
 func (v Value) Equal(o Value) bool {
 	return v.kind == o.kind && v.n == o.n && v.s == o.s
 }
+
+// Is32 reports whether a float value came from a 32-bit source.
+func (v Value) Is32() bool { return v.f32 }
 
 // Interface returns the value as bool, int64, uint64, float64, string or nil.
 func (v Value) Interface() any {
@@ -144,11 +157,18 @@ func (v Value) String() string {
 	case KindUint:
 		return strconv.FormatUint(v.n, 10)
 	case KindFloat:
-		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
+		return strconv.FormatFloat(v.Float(), 'g', -1, v.bits())
 	case KindString:
 		return v.s
 	}
 	return "null"
+}
+
+func (v Value) bits() int {
+	if v.f32 {
+		return 32
+	}
+	return 64
 }
 
 // maxSafeInt is the largest integer a JSON consumer using IEEE doubles
@@ -185,7 +205,7 @@ func (v Value) AppendJSON(dst []byte) []byte {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return append(dst, "null"...)
 		}
-		return appendFloat(dst, f)
+		return appendFloat(dst, f, v.bits())
 	case KindString:
 		return AppendJSONString(dst, v.s)
 	}
@@ -194,13 +214,13 @@ func (v Value) AppendJSON(dst []byte) []byte {
 
 // appendFloat writes f the way encoding/json does: shortest representation,
 // exponent form only for very large or very small magnitudes.
-func appendFloat(dst []byte, f float64) []byte {
+func appendFloat(dst []byte, f float64, bits int) []byte {
 	abs := math.Abs(f)
 	format := byte('f')
 	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		format = 'e'
 	}
-	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	dst = strconv.AppendFloat(dst, f, format, -1, bits)
 	if format == 'e' {
 		// clean up e-09 to e-9, as encoding/json does
 		n := len(dst)
@@ -214,9 +234,9 @@ func appendFloat(dst []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// AppendJSONString appends s as a JSON string literal. Invalid UTF-8 is
-// passed through byte by byte as \u00XX escapes of the raw bytes' code points
-// so the output is always valid JSON.
+// AppendJSONString appends s as a JSON string literal. Each byte of invalid
+// UTF-8 becomes U+FFFD, as encoding/json does, so the output is always valid
+// JSON.
 func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
@@ -247,7 +267,7 @@ func AppendJSONString(dst []byte, s string) []byte {
 		r, size := decodeRune(s[i:])
 		if r == runeError && size == 1 {
 			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			dst = append(dst, `\ufffd`...)
 			i++
 			start = i
 			continue

@@ -42,6 +42,7 @@ func cmdSub(args []string, stdout, stderr io.Writer) int {
 	}
 	var mu sync.Mutex
 	seen := 0
+	closing := false
 	done := make(chan struct{})
 	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
@@ -62,7 +63,13 @@ func cmdSub(args []string, stdout, stderr io.Writer) int {
 			}
 			return true, nil
 		}},
-		OnClientError: func(err error) { fmt.Fprintf(stderr, "unsgate sub: %v\n", err) },
+		OnClientError: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !closing {
+				fmt.Fprintf(stderr, "unsgate sub: %v\n", err)
+			}
+		},
 	})
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 	defer ccancel()
@@ -85,6 +92,9 @@ func cmdSub(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "unsgate sub: connection closed by the broker")
 		return 1
 	}
+	mu.Lock()
+	closing = true
+	mu.Unlock()
 	_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	return 0
 }

@@ -20,7 +20,7 @@ var (
 
 // Decode decodes the value a describes from regs, which begins at the
 // value's first register. Signed integers become IntValue, unsigned ones
-// UintValue, floats FloatValue (float32 widened exactly), bool is bit a.Bit
+// UintValue, float64 FloatValue, float32 Float32Value (widened exactly, printed at 32-bit precision), bool is bit a.Bit
 // of the register (or register != 0 when a.Bit is -1), and strings are
 // decoded by DecodeString. Byte orders apply to 32- and 64-bit types (see
 // model.ByteOrder); 16-bit types ignore them. Numeric types do not
@@ -51,7 +51,7 @@ func Decode(regs []uint16, a *model.ModbusAddress) (model.Value, error) {
 	case model.RawUint32:
 		return model.UintValue(uint64(word32(regs, a.Order))), nil
 	case model.RawFloat32:
-		return model.FloatValue(float64(math.Float32frombits(word32(regs, a.Order)))), nil
+		return model.Float32Value(math.Float32frombits(word32(regs, a.Order))), nil
 	case model.RawInt64:
 		return model.IntValue(int64(word64(regs, a.Order))), nil
 	case model.RawUint64:

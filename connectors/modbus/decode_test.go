@@ -17,7 +17,7 @@ func reg(t model.RawType, o model.ByteOrder) *model.ModbusAddress {
 // Every case spells the registers out by hand from the value's big-endian
 // bytes A.. and the order's letters.
 func TestDecodeKnownLayouts(t *testing.T) {
-	f32 := float64(float32(123.456)) // 0x42F6E979
+	f32 := float32(123.456) // 0x42F6E979
 	f64 := 123.456                   // 0x405EDD2F1A9FBE77
 	cases := []struct {
 		name string
@@ -32,10 +32,10 @@ func TestDecodeKnownLayouts(t *testing.T) {
 		{"uint16 max", model.RawUint16, model.OrderABCD, []uint16{0xFFFF}, model.UintValue(65535)},
 		{"uint16 ignores order", model.RawUint16, model.OrderBADC, []uint16{0x0102}, model.UintValue(0x0102)},
 
-		{"float32 ABCD", model.RawFloat32, model.OrderABCD, []uint16{0x42F6, 0xE979}, model.FloatValue(f32)},
-		{"float32 BADC", model.RawFloat32, model.OrderBADC, []uint16{0xF642, 0x79E9}, model.FloatValue(f32)},
-		{"float32 CDAB", model.RawFloat32, model.OrderCDAB, []uint16{0xE979, 0x42F6}, model.FloatValue(f32)},
-		{"float32 DCBA", model.RawFloat32, model.OrderDCBA, []uint16{0x79E9, 0xF642}, model.FloatValue(f32)},
+		{"float32 ABCD", model.RawFloat32, model.OrderABCD, []uint16{0x42F6, 0xE979}, model.Float32Value(f32)},
+		{"float32 BADC", model.RawFloat32, model.OrderBADC, []uint16{0xF642, 0x79E9}, model.Float32Value(f32)},
+		{"float32 CDAB", model.RawFloat32, model.OrderCDAB, []uint16{0xE979, 0x42F6}, model.Float32Value(f32)},
+		{"float32 DCBA", model.RawFloat32, model.OrderDCBA, []uint16{0x79E9, 0xF642}, model.Float32Value(f32)},
 
 		{"int32 min ABCD", model.RawInt32, model.OrderABCD, []uint16{0x8000, 0x0000}, model.IntValue(math.MinInt32)},
 		{"int32 min BADC", model.RawInt32, model.OrderBADC, []uint16{0x0080, 0x0000}, model.IntValue(math.MinInt32)},
