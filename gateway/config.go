@@ -46,14 +46,14 @@ type SourceConfig struct {
 	Name string    `yaml:"-"`
 	// URL is tcp://host:port for Modbus TCP.
 	URL        model.At[string] `yaml:"url" unsgate:"required"`
-	UnitID     int           `yaml:"unit_id"`
-	Poll       time.Duration `yaml:"poll"`
-	Timeout    time.Duration `yaml:"timeout"`
-	Pause      time.Duration `yaml:"pause"`
-	MaxGap     int           `yaml:"max_gap"`
-	MaxBitGap  int           `yaml:"max_bit_gap"`
-	StaleAfter int           `yaml:"stale_after"`
-	Backoff    BackoffConfig `yaml:"backoff"`
+	UnitID     int              `yaml:"unit_id"`
+	Poll       time.Duration    `yaml:"poll"`
+	Timeout    time.Duration    `yaml:"timeout"`
+	Pause      time.Duration    `yaml:"pause"`
+	MaxGap     int              `yaml:"max_gap"`
+	MaxBitGap  int              `yaml:"max_bit_gap"`
+	StaleAfter int              `yaml:"stale_after"`
+	Backoff    BackoffConfig    `yaml:"backoff"`
 }
 
 // BackoffConfig bounds reconnect delays: capped exponential with jitter.
@@ -70,15 +70,15 @@ type SinksConfig struct {
 // MQTTConfig is an external MQTT v5 broker. Without it the gateway runs an
 // embedded broker (see BrokerConfig).
 type MQTTConfig struct {
-	Pos         model.Pos     `yaml:"-"`
+	Pos         model.Pos        `yaml:"-"`
 	URL         model.At[string] `yaml:"url" unsgate:"required"`
-	ClientID    string        `yaml:"client_id"`
-	Username    string        `yaml:"username"`
-	Password    string        `yaml:"password"`
-	TLS         TLSConfig     `yaml:"tls"`
-	KeepAlive   time.Duration `yaml:"keepalive"`
-	MaxInflight int           `yaml:"max_inflight"`
-	QueueLen    int           `yaml:"queue_len"`
+	ClientID    string           `yaml:"client_id"`
+	Username    string           `yaml:"username"`
+	Password    string           `yaml:"password"`
+	TLS         TLSConfig        `yaml:"tls"`
+	KeepAlive   time.Duration    `yaml:"keepalive"`
+	MaxInflight int              `yaml:"max_inflight"`
+	QueueLen    int              `yaml:"queue_len"`
 }
 
 // TLSConfig holds certificate files for mqtts://.
@@ -92,7 +92,7 @@ type TLSConfig struct {
 // BrokerConfig configures the embedded MQTT broker, used when no external
 // broker is configured under sinks.mqtt.
 type BrokerConfig struct {
-	Pos    model.Pos `yaml:"-"`
+	Pos    model.Pos        `yaml:"-"`
 	Listen model.At[string] `yaml:"listen"`
 }
 

@@ -18,7 +18,7 @@ func reg(t model.RawType, o model.ByteOrder) *model.ModbusAddress {
 // bytes A.. and the order's letters.
 func TestDecodeKnownLayouts(t *testing.T) {
 	f32 := float32(123.456) // 0x42F6E979
-	f64 := 123.456                   // 0x405EDD2F1A9FBE77
+	f64 := 123.456          // 0x405EDD2F1A9FBE77
 	cases := []struct {
 		name string
 		typ  model.RawType
