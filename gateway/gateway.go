@@ -55,6 +55,21 @@ func Load(path string) (*Config, *model.Model, *harmonize.Plan, error) {
 // LoadModel loads and compiles model files and checks them against cfg.
 func LoadModel(cfg *Config, paths ...string) (*model.Model, *harmonize.Plan, error) {
 	m, err := model.Load(paths...)
+	var diags model.Diagnostics
+	if errors.As(err, &diags) && m != nil {
+		// Report the expression problems of the partial model in the
+		// same pass, so a file is fixed in one go. Only those: anything
+		// else harmonize finds there follows from what the loader said.
+		var cds model.Diagnostics
+		if _, cerr := harmonize.Compile(m); errors.As(cerr, &cds) {
+			for _, d := range cds {
+				if strings.HasPrefix(d.Msg, "expression") || strings.HasPrefix(d.Msg, "cycle") {
+					diags = append(diags, d)
+				}
+			}
+		}
+		return nil, nil, diags.Err()
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -96,14 +97,18 @@ func Load(paths ...string) (*Model, error) {
 		if errors.As(err, &more) {
 			diags = append(diags, more...)
 		}
-		return nil, diags.Err()
+		return m, diags.Err()
 	}
 	return m, err
 }
 
 // LoadFiles validates the given files as one model and resolves every asset
-// instance. On any problem it returns a nil Model and a Diagnostics error
-// listing all of them (file:line:col: message, sorted). Checks not done here
+// instance. On any problem it returns a Diagnostics error listing all of them
+// (file:line:col: message, sorted) together with the partial Model: the
+// assets that could be resolved, where tags whose address is wrong carry a
+// placeholder Address of no protocol. The partial model exists so that
+// expressions can still be checked in the same pass (unsgate validate); it
+// must never be run. Checks not done here
 // because they need the compiled expressions or the gateway config:
 // expression syntax and types, unknown tag references and cycles (harmonize),
 // unknown source ids (gateway; see Asset.SourcePos).
@@ -111,8 +116,10 @@ func LoadFiles(files []File) (*Model, error) {
 	l := &loader{types: map[string]*typeDef{}, assets: map[string]Pos{}, topics: map[string]Pos{}}
 	docs := make([]*fileDoc, len(files))
 	names := make([]string, len(files))
+	l.data = make(map[string][]byte, len(files))
 	for i, f := range files {
 		names[i] = f.Name
+		l.data[f.Name] = f.Data
 		root, ds := ParseYAML(f.Name, f.Data)
 		l.diags = append(l.diags, ds...)
 		if root == nil {
@@ -139,10 +146,10 @@ func LoadFiles(files []File) (*Model, error) {
 			m.Assets = append(m.Assets, l.addAssets(doc)...)
 		}
 	}
-	if err := l.diags.Err(); err != nil {
-		return nil, err
-	}
 	slices.SortFunc(m.Assets, func(a, b *Asset) int { return cmp.Compare(a.Path, b.Path) })
+	if err := l.diags.Err(); err != nil {
+		return partial(m), err
+	}
 	return m, nil
 }
 
@@ -194,6 +201,7 @@ type exprDoc struct {
 	Pos    Pos
 	Set    bool
 	Failed bool
+	Block  bool // literal (|) or folded (>) scalar: Pos is the indicator until the loader fixes it
 }
 
 func (e *exprDoc) UnmarshalYAMLNode(file string, n *yaml.Node, diags *Diagnostics) {
@@ -211,9 +219,26 @@ func (e *exprDoc) UnmarshalYAMLNode(file string, n *yaml.Node, diags *Diagnostic
 	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
 		e.Pos.Col++ // skip the quote
 	}
+	e.Block = n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0
+}
+
+// blockStart returns the position of the first content character of a block
+// scalar whose indicator (| or >) is at pos: the first non-blank line after
+// the indicator, at its indentation. yaml.v3 only reports the indicator.
+func blockStart(data []byte, pos Pos) Pos {
+	lines := bytes.Split(data, []byte("\n"))
+	for i := pos.Line; i < len(lines); i++ { // lines[pos.Line] is the line after the indicator
+		trimmed := bytes.TrimLeft(lines[i], " ")
+		if len(bytes.TrimSpace(trimmed)) == 0 {
+			continue
+		}
+		return Pos{File: pos.File, Line: i + 1, Col: len(lines[i]) - len(trimmed) + 1}
+	}
+	return pos
 }
 
 type loader struct {
+	data      map[string][]byte // file contents by name, for block scalar positions
 	diags     Diagnostics
 	levels    []string
 	levelsDoc *fileDoc // first file that set levels
@@ -374,6 +399,9 @@ func (l *loader) checkTag(kv *KV[tagDoc]) *tagDef {
 		}
 		tag.Expr = doc.Expr.Text
 		tag.ExprPos = doc.Expr.Pos
+		if doc.Expr.Block {
+			tag.ExprPos = blockStart(l.data[doc.Expr.Pos.File], doc.Expr.Pos)
+		}
 	}
 
 	if len(doc.Enum) > 0 {
@@ -581,6 +609,12 @@ func (l *loader) addAsset(kv *KV[assetDoc], base string, baseOK bool) *Asset {
 			}
 			tag.Address = addr
 		}
+		if tag.Address == nil && (td.doc.Address.Present() || !td.doc.Expr.Set) {
+			// The problem is reported; a placeholder of unknown protocol
+			// keeps the tag addressed in the partial model, so compiling
+			// its expression does not report "raw" as unknown as well.
+			tag.Address = &Address{Text: td.doc.Address.V, Key: "invalid:" + tag.Topic}
+		}
 		if first, dup := l.topics[tag.Topic]; dup {
 			l.errorf(kv.KeyPos, "duplicate topic %q (first defined at %s)", tag.Topic, first)
 		} else {
@@ -633,7 +667,14 @@ func (l *loader) params(kv *KV[assetDoc], t *typeDef) map[string]Value {
 				p.Key, valueClass(def), showValue(def), t.name, p.Value.String())
 			continue
 		}
-		out[p.Key] = p.Value
+		v := p.Value
+		if def.Kind() == KindFloat && v.Kind() == KindInt {
+			// scale: 1 on an instance of a type whose default is 1.0 is
+			// the same number; keep the type's kind so every instance's
+			// expressions have the same types.
+			v = FloatValue(float64(v.Int()))
+		}
+		out[p.Key] = v
 	}
 	for _, p := range t.params {
 		if p.Value.IsNull() && !given[p.Key] {
@@ -711,4 +752,10 @@ func ValidateTopic(path string) error {
 		start = i + 1
 	}
 	return nil
+}
+
+// partial drops nil assets (duplicates) from a model that has problems.
+func partial(m *Model) *Model {
+	m.Assets = slices.DeleteFunc(m.Assets, func(a *Asset) bool { return a == nil })
+	return m
 }

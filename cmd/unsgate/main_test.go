@@ -31,6 +31,8 @@ func TestValidateReportsEveryMistake(t *testing.T) {
 		f + ":15:15:", // int17
 		f + ":18:18:", // holding:70000
 		f + ":21:15:", // float32 on a coil
+		f + ":23:16: expression: unknown name \"sped\" (did you mean \"speed\"?)",
+		f + ":25:29: expression:", // incomplete expression
 		f + ":31:3:",  // "filler 2"
 		f + ":32:11:", // Filer
 		f + ":34:3:",  // duplicate asset
