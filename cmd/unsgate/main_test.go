@@ -33,9 +33,9 @@ func TestValidateReportsEveryMistake(t *testing.T) {
 		f + ":21:15:", // float32 on a coil
 		f + ":23:16: expression: unknown name \"sped\" (did you mean \"speed\"?)",
 		f + ":25:29: expression:", // incomplete expression
-		f + ":31:3:",  // "filler 2"
-		f + ":32:11:", // Filer
-		f + ":34:3:",  // duplicate asset
+		f + ":31:3:",              // "filler 2"
+		f + ":32:11:",             // Filer
+		f + ":34:3:",              // duplicate asset
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q", want)
