@@ -162,7 +162,7 @@ func (g *Gateway) mqttConfig(mc *MQTTConfig, u string) mqtt.Config {
 		CAFile: mc.TLS.CAFile, CertFile: mc.TLS.CertFile, KeyFile: mc.TLS.KeyFile,
 		InsecureSkipVerify: mc.TLS.InsecureSkipVerify, KeepAlive: mc.KeepAlive,
 		GatewayID: g.cfg.ID, PresenceTopic: g.PresenceTopic(), MaxInflight: mc.MaxInflight,
-		Logger: g.logger.With("sink", "mqtt"),
+		Logger: g.logger,
 	}
 }
 
