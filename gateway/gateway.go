@@ -19,6 +19,10 @@ import (
 	"github.com/unsgate/unsgate/publish/mqtt"
 )
 
+// shutdownSlack is what a sink may need beyond the flush bound to announce
+// itself offline and disconnect from a broker that has stopped answering.
+const shutdownSlack = 5 * time.Second
+
 // Gateway is one running unsgate instance: sources -> engine -> fan-out.
 type Gateway struct {
 	cfg    *Config
@@ -119,7 +123,11 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 	}
 	g := &Gateway{cfg: cfg, model: m, plan: plan, logger: logger}
 	g.engine = harmonize.NewEngine(plan, harmonize.Options{Logger: logger})
-	g.fanout = publish.NewFanout(publish.Options{Logger: logger, FlushTimeout: cfg.ShutdownTimeout})
+	queueLen := 0
+	if cfg.Sinks.MQTT != nil {
+		queueLen = cfg.Sinks.MQTT.QueueLen
+	}
+	g.fanout = publish.NewFanout(publish.Options{Logger: logger, FlushTimeout: cfg.ShutdownTimeout, QueueLen: queueLen})
 
 	bySource := map[string][]modbus.Tag{}
 	for _, b := range plan.Bindings() {
@@ -288,7 +296,7 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
-	case <-time.After(g.cfg.ShutdownTimeout + time.Second):
+	case <-time.After(g.cfg.ShutdownTimeout + shutdownSlack):
 		return fmt.Errorf("sinks did not stop within %v", g.cfg.ShutdownTimeout)
 	}
 	g.logger.Info("gateway stopped", "id", g.cfg.ID)
