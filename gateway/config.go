@@ -238,10 +238,8 @@ func (c *Config) validate(diags *model.Diagnostics) {
 		diags.Add(c.Pos, "log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	if c.Presence != "" {
-		for _, lvl := range strings.Split(c.Presence, "/") {
-			if !validLevel(lvl) {
-				diags.Add(c.Pos, "presence %q: level %q must match [A-Za-z0-9_-]+ and not start with '_'", c.Presence, lvl)
-			}
+		if err := model.ValidateTopic(c.Presence); err != nil {
+			diags.Add(c.Pos, "presence %q: %v", c.Presence, err)
 		}
 	}
 	names := make([]string, 0, len(c.Sources))
@@ -328,17 +326,4 @@ func (s *SourceConfig) validate(diags *model.Diagnostics) {
 	if s.Backoff.Max != 0 && s.Backoff.Initial > s.Backoff.Max {
 		diags.Add(s.Pos, "sources.%s.backoff: initial %v is longer than max %v", s.Name, s.Backoff.Initial, s.Backoff.Max)
 	}
-}
-
-func validLevel(s string) bool {
-	if s == "" || s[0] == '_' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

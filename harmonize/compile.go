@@ -305,7 +305,7 @@ func (c *compiler) resolve(a *model.Asset, names map[string]nameRef, tags []asse
 			continue // a builtin function used as a value: the type checker decides
 		default:
 			msg := fmt.Sprintf("expression: unknown name %q", use.name)
-			if s := suggest(use.name, candidates(names, tags, i)); s != "" {
+			if s := model.Suggest(use.name, candidates(names, tags, i)); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			c.diagAt(t, use, "%s", msg)
@@ -628,40 +628,3 @@ func (c *compiler) diagAt(t *model.Tag, use nameUse, format string, args ...any)
 	c.ds.Add(exprPos(t, use.line, use.col), format, args...)
 }
 
-// suggest returns the candidate closest to name: within edit distance 2,
-// or one having name as a prefix (or the other way round); "" if none.
-func suggest(name string, cands []string) string {
-	best, bestD := "", 3
-	slices.Sort(cands)
-	for _, c := range cands {
-		d := editDistance(name, c)
-		if d >= bestD && len(name) >= 3 && (strings.HasPrefix(c, name) || strings.HasPrefix(name, c)) {
-			d = 2
-		}
-		if d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
-}
