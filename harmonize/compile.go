@@ -627,4 +627,3 @@ func (c *compiler) exprDiag(t *model.Tag, e *exprError) {
 func (c *compiler) diagAt(t *model.Tag, use nameUse, format string, args ...any) {
 	c.ds.Add(exprPos(t, use.line, use.col), format, args...)
 }
-
