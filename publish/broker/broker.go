@@ -77,6 +77,10 @@ func StartWith(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: auth hook: %w", err)
 	}
+	// See retainGuard: mochi v2.7.9 reads retained state unguarded.
+	if err := srv.AddHook(newRetainGuard(srv.Options.Capabilities.TopicAliasMaximum), nil); err != nil {
+		return nil, fmt.Errorf("broker: retain guard: %w", err)
+	}
 	for _, h := range cfg.Hooks {
 		if err := srv.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("broker: hook %s: %w", h.ID(), err)
