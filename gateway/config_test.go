@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unsgate/unsgate/model"
 )
 
 func env(vars map[string]string) func(string) (string, bool) {
@@ -121,4 +124,37 @@ broker:
 			t.Errorf("diagnostic without position: %q", line)
 		}
 	}
+}
+
+// Any bytes: never a panic; an error is Diagnostics with positions.
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		"id: a\nmodels: [m]\n",
+		"id: a\nmodels: [m]\nsources:\n  p: {url: \"tcp://h:502\", poll: 1s}\n",
+		"id: a\nmodels: [m]\nsinks:\n  mqtt: {url: \"mqtts://b:8883\", password: ${P}}\n",
+		"id: [\n",
+		"sources: 3\n",
+		"id: a\nmodels: [m]\nbroker: {listen: \"::::\"}\n",
+		"&a [*a]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig("f.yaml", data, env(map[string]string{"P": "x"}))
+		if err == nil {
+			if cfg == nil || cfg.ID == "" {
+				t.Fatalf("accepted config without id: %+v", cfg)
+			}
+			return
+		}
+		var ds model.Diagnostics
+		if !errors.As(err, &ds) {
+			t.Fatalf("error is %T, not Diagnostics: %v", err, err)
+		}
+		for _, d := range ds {
+			if d.Pos.File != "f.yaml" {
+				t.Fatalf("diagnostic without the file: %v", d)
+			}
+		}
+	})
 }
