@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,9 +40,10 @@ type Gateway struct {
 	engine *harmonize.Engine
 	points []model.Point
 
-	sources []*connectors.Supervisor
-	fanout  *publish.Fanout
-	broker  *broker.Broker
+	sources     []*connectors.Supervisor
+	sourceNames []string
+	fanout      *publish.Fanout
+	broker      *broker.Broker
 }
 
 // Load reads the gateway config at path, then its model files, compiles the
@@ -136,7 +139,8 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		}
 		bySource[b.Source] = append(bySource[b.Source], modbus.Tag{Key: b.Key, Addr: *b.Address.Modbus, Poll: b.Poll})
 	}
-	for name, tags := range bySource {
+	for _, name := range slices.Sorted(maps.Keys(bySource)) {
+		tags := bySource[name]
 		sc := cfg.Sources[name]
 		if sc == nil {
 			return nil, fmt.Errorf("model names source %q, which the config does not define", name)
@@ -149,6 +153,7 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", name, err)
 		}
+		g.sourceNames = append(g.sourceNames, name)
 		g.sources = append(g.sources, connectors.NewSupervisor(src,
 			connectors.Backoff{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}, logger))
 	}

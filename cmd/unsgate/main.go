@@ -23,6 +23,8 @@ Usage:
   unsgate validate PATH...           check model files, model folders and gateway configs
   unsgate demo [--mqtt-listen ADDR]  simulated bottling line + embedded broker
   unsgate sub [--broker ADDR] FILTER print messages from an MQTT broker
+  unsgate bench [--tags N]           load test: simulated PLC -> gateway -> broker -> subscriber
+  unsgate broker [--listen ADDR]     only the embedded MQTT broker
   unsgate version
 
 Run 'unsgate COMMAND -h' for a command's flags.
@@ -49,6 +51,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(rest, stdout, stderr)
 	case "sub":
 		return cmdSub(rest, stdout, stderr)
+	case "bench":
+		return cmdBench(rest, stdout, stderr)
+	case "broker":
+		return cmdBroker(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "unsgate", version)
 		return 0

@@ -77,9 +77,10 @@ func StartWith(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: auth hook: %w", err)
 	}
-	// See retainGuard: mochi v2.7.9 reads retained state unguarded.
-	if err := srv.AddHook(newRetainGuard(srv.Options.Capabilities.TopicAliasMaximum), nil); err != nil {
-		return nil, fmt.Errorf("broker: retain guard: %w", err)
+	// See guard: mochi v2.7.9 can deadlock on QoS 1 deliveries and reads
+	// retained state unguarded.
+	if err := srv.AddHook(newGuard(srv.Options.Capabilities.TopicAliasMaximum), nil); err != nil {
+		return nil, fmt.Errorf("broker: guard: %w", err)
 	}
 	for _, h := range cfg.Hooks {
 		if err := srv.AddHook(h, nil); err != nil {

@@ -90,11 +90,16 @@ func TestBrokerPortZeroRetainAndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sub.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "a/#", QoS: 1}}}); err != nil {
+	suback, err := sub.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "a/#", QoS: 1}}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	// Subscribers are granted QoS 0: see guard.
+	if len(suback.Reasons) != 1 || suback.Reasons[0] != 0 {
+		t.Fatalf("SUBACK reasons %v, want [0] (granted QoS 0)", suback.Reasons)
+	}
 	waitFor(t, "retained message", func() bool { return len(sub.messages()) == 1 })
-	if m := sub.messages()[0]; m.Topic != "a/b" || string(m.Payload) != "42" || !m.Retain || m.QoS != 1 {
+	if m := sub.messages()[0]; m.Topic != "a/b" || string(m.Payload) != "42" || !m.Retain || m.QoS != 0 {
 		t.Fatalf("got %+v", m)
 	}
 
