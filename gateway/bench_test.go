@@ -1,0 +1,30 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The load tool keeps working: a short run moves data end to end and
+// reports it.
+func TestBenchSmoke(t *testing.T) {
+	res, err := RunBench(context.Background(), BenchOptions{Tags: 200, Poll: 100 * time.Millisecond,
+		Duration: time.Second, Warmup: 500 * time.Millisecond, Subscribe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 200 tags changing every 100 ms: about 2000 updates in a second.
+	if res.Samples < 1000 || res.Points < 1000 || res.Sent < 1000 || res.Delivered < 1000 {
+		t.Errorf("too little moved: %+v", res)
+	}
+	if res.Dropped != 0 {
+		t.Errorf("dropped %d at a rate far below capacity", res.Dropped)
+	}
+	var out strings.Builder
+	res.Print(&out)
+	if !strings.Contains(out.String(), "latency p50") {
+		t.Errorf("report:\n%s", out.String())
+	}
+}
