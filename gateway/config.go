@@ -320,8 +320,13 @@ func (s *SourceConfig) validate(diags *model.Diagnostics) {
 			diags.Add(s.Pos, "sources.%s.%s: must not be negative", s.Name, d.name)
 		}
 	}
-	if s.MaxGap < 0 || s.MaxBitGap < 0 || s.StaleAfter < 0 {
-		diags.Add(s.Pos, "sources.%s: max_gap, max_bit_gap and stale_after must not be negative", s.Name)
+	for _, v := range []struct {
+		name string
+		v    int
+	}{{"max_gap", s.MaxGap}, {"max_bit_gap", s.MaxBitGap}, {"stale_after", s.StaleAfter}} {
+		if v.v < -1 {
+			diags.Add(s.Pos, "sources.%s.%s %d: use -1 to turn it off, 0 for the default, or a positive number", s.Name, v.name, v.v)
+		}
 	}
 	if s.Backoff.Max != 0 && s.Backoff.Initial > s.Backoff.Max {
 		diags.Add(s.Pos, "sources.%s.backoff: initial %v is longer than max %v", s.Name, s.Backoff.Initial, s.Backoff.Max)

@@ -158,3 +158,20 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// -1 turns gap bridging and stale marking off (devices that refuse reads of
+// unmapped registers); below that is an error.
+func TestConfigDisableGapBridgingAndStale(t *testing.T) {
+	text := "id: gw\nmodels: [m.yaml]\nsources:\n  plc1: {url: \"tcp://127.0.0.1:502\", max_gap: -1, max_bit_gap: -1, stale_after: -1}\n"
+	cfg, err := ParseConfig("gw.yaml", []byte(text), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Sources["plc1"]; s.MaxGap != -1 || s.MaxBitGap != -1 || s.StaleAfter != -1 {
+		t.Errorf("source = %+v", s)
+	}
+	text = strings.Replace(text, "max_gap: -1", "max_gap: -2", 1)
+	if _, err := ParseConfig("gw.yaml", []byte(text), env(nil)); err == nil || !strings.Contains(err.Error(), "use -1 to turn it off") {
+		t.Errorf("max_gap -2 accepted or unclear: %v", err)
+	}
+}

@@ -218,22 +218,24 @@ func (g *Gateway) BrokerAddr() string {
 
 // emit is the sources' way in: it runs the engine on a batch and hands the
 // resulting points to the fan-out, which never blocks.
+// The unlock is deferred so that a panic (recovered by the supervisor as a
+// failed session) cannot leave the engine locked and hang every source.
 func (g *Gateway) emit(batch []model.Sample) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.points = g.engine.Apply(batch, g.points[:0])
 	if len(g.points) > 0 {
 		g.fanout.Publish(g.points)
 	}
-	g.mu.Unlock()
 }
 
 func (g *Gateway) tick(now time.Time) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.points = g.engine.Tick(now, g.points[:0])
 	if len(g.points) > 0 {
 		g.fanout.Publish(g.points)
 	}
-	g.mu.Unlock()
 }
 
 // Run starts the embedded broker (when no external one is configured), the
