@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,8 +29,9 @@ type bufConn struct {
 	net.Conn
 	r            *bufio.Reader
 	onPuback     func(id uint16, reason byte)
-	passLeft     int        // bytes of the current non-PUBACK packet still to hand to paho
-	pkt          sync.Mutex // one whole packet at a time
+	onFlushed    func(c *bufConn, upto uint64) // may be nil
+	passLeft     int                           // bytes of the current non-PUBACK packet still to hand to paho
+	pkt          sync.Mutex                    // one whole packet at a time
 	writeTimeout time.Duration
 
 	mu      sync.Mutex
@@ -37,6 +39,9 @@ type bufConn struct {
 	buf     []byte
 	err     error // sticky: the first write error
 	closing bool
+	written uint64 // bytes ever appended to buf
+
+	socketBytes atomic.Uint64 // bytes ever written to the socket
 
 	kick      chan struct{} // one token: "the buffer may have data"
 	flushed   chan struct{} // closed when the flusher exits
@@ -52,11 +57,14 @@ const (
 	closeFlushMax = time.Second
 )
 
-func newBufConn(c net.Conn, writeTimeout time.Duration, onPuback func(id uint16, reason byte)) *bufConn {
+// newBufConn wraps c. onFlushed, if not nil, is called by the flusher
+// after each successful socket write with the total bytes written so far.
+func newBufConn(c net.Conn, writeTimeout time.Duration, onPuback func(id uint16, reason byte), onFlushed func(c *bufConn, upto uint64)) *bufConn {
 	b := &bufConn{
 		Conn:         c,
 		r:            bufio.NewReaderSize(c, readBufSize),
 		onPuback:     onPuback,
+		onFlushed:    onFlushed,
 		writeTimeout: writeTimeout,
 		kick:         make(chan struct{}, 1),
 		flushed:      make(chan struct{}),
@@ -148,6 +156,7 @@ func (c *bufConn) Write(p []byte) (int, error) {
 	err := c.waitRoom()
 	if err == nil {
 		c.buf = append(c.buf, p...)
+		c.written += uint64(len(p))
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -157,22 +166,30 @@ func (c *bufConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// writePublish buffers one PUBLISH packet, encoded in place.
-func (c *bufConn) writePublish(topic string, id uint16, qos byte, retain bool, payload []byte) error {
+// writePublish buffers one PUBLISH packet, encoded in place. It returns
+// the write offset just past the packet: once flushedTo reaches it, the
+// packet has been written to the socket.
+func (c *bufConn) writePublish(topic string, id uint16, qos byte, retain bool, payload []byte) (end uint64, err error) {
 	c.pkt.Lock()
 	c.mu.Lock()
-	err := c.waitRoom()
+	err = c.waitRoom()
 	if err == nil {
+		n := len(c.buf)
 		c.buf = appendPublish(c.buf, topic, id, qos, retain, payload)
+		c.written += uint64(len(c.buf) - n)
+		end = c.written
 	}
 	c.mu.Unlock()
 	c.pkt.Unlock()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	c.signal()
-	return nil
+	return end, nil
 }
+
+// flushedTo returns how many bytes have been written to the socket.
+func (c *bufConn) flushedTo() uint64 { return c.socketBytes.Load() }
 
 // waitRoom blocks while the buffer is full. Caller holds mu.
 func (c *bufConn) waitRoom() error {
@@ -212,6 +229,7 @@ func (c *bufConn) flush() {
 			return
 		}
 		out, c.buf = c.buf, out[:0]
+		upto := c.written
 		c.room.Broadcast()
 		c.mu.Unlock()
 
@@ -219,6 +237,10 @@ func (c *bufConn) flush() {
 		if _, err := c.Conn.Write(out); err != nil {
 			c.fail(fmt.Errorf("write: %w", err))
 			return
+		}
+		c.socketBytes.Store(upto)
+		if c.onFlushed != nil {
+			c.onFlushed(c, upto)
 		}
 	}
 }

@@ -2,13 +2,19 @@ package mqtt
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/unsgate/unsgate/publish"
 )
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
@@ -75,7 +81,7 @@ func FuzzAppendPublish(f *testing.F) {
 // bufConn delivers writes in order, coalesced, and its Close flushes.
 func TestBufConnWritesInOrderAndFlushesOnClose(t *testing.T) {
 	a, b := net.Pipe()
-	c := newBufConn(a, time.Second, nil)
+	c := newBufConn(a, time.Second, nil, nil)
 	got := make(chan []byte)
 	go func() {
 		var all []byte
@@ -113,13 +119,13 @@ func TestBufConnWritesInOrderAndFlushesOnClose(t *testing.T) {
 func TestBufConnAbortReportsCause(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
-	c := newBufConn(a, time.Second, nil)
+	c := newBufConn(a, time.Second, nil, nil)
 	cause := errors.New("no PUBACK for 30s")
 	c.abort(cause)
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, cause) {
 		t.Fatalf("read error %v", err)
 	}
-	if err := c.writePublish("t", 1, 1, false, nil); !errors.Is(err, cause) {
+	if _, err := c.writePublish("t", 1, 1, false, nil); !errors.Is(err, cause) {
 		t.Fatalf("write error %v", err)
 	}
 	c.Close()
@@ -167,7 +173,7 @@ func FuzzBufConnRead(f *testing.F) {
 		a, b := net.Pipe()
 		go func() { b.Write(stream); b.Close() }()
 		var gotIDs []uint16
-		c := newBufConn(a, time.Second, func(id uint16, _ byte) { gotIDs = append(gotIDs, id) })
+		c := newBufConn(a, time.Second, func(id uint16, _ byte) { gotIDs = append(gotIDs, id) }, nil)
 		defer c.Close()
 		var got []*packets.ControlPacket
 		for {
@@ -209,4 +215,91 @@ func vbiBytes(b []byte) int {
 		}
 	}
 	return n
+}
+
+// On a QoS 0 connection there is no PUBACK: a message counts as sent once
+// it was written to the socket, not when it was buffered. What was still
+// unwritten when the connection is lost comes back from takeLost, in
+// order, and was never counted.
+func TestSessionQoS0CountsOnlyWrittenMessages(t *testing.T) {
+	var mu sync.Mutex
+	var acked []string
+	s := newSession(10)
+	s.onAck = func(f flight, _ byte) {
+		mu.Lock()
+		acked = append(acked, f.msg.Topic)
+		mu.Unlock()
+	}
+	ackedNow := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(acked)
+	}
+	connect := func() (*bufConn, net.Conn, uint64) {
+		a, b := net.Pipe()
+		c := newBufConn(a, 5*time.Second, s.puback, s.flushed)
+		zero := byte(0)
+		if err := s.ConAckReceived(c, nil, &packets.Connack{Properties: &packets.Properties{MaximumQOS: &zero}}); err != nil {
+			t.Fatal(err)
+		}
+		gen, _, ok := s.current()
+		if !ok {
+			t.Fatal("not connected")
+		}
+		return c, b, gen
+	}
+	msg := func(topic string) publish.Message {
+		return publish.Message{Topic: topic, Payload: []byte("{}"), Retain: true}
+	}
+
+	// Nobody reads the other end: the first write blocks in the flusher.
+	c, peer, gen := connect()
+	for _, topic := range []string{"a", "b", "c"} {
+		if err := s.send(context.Background(), gen, msg(topic), false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ackedNow(); len(got) != 0 {
+		t.Fatalf("counted before anything was written: %v", got)
+	}
+	s.ConnectionLost(nil)
+	c.abort(errors.New("test: lost"))
+	peer.Close()
+	var lost []string
+	for _, m := range s.takeLost() {
+		lost = append(lost, m.Topic)
+	}
+	if !slices.Equal(lost, []string{"a", "b", "c"}) {
+		t.Fatalf("lost %v, want [a b c]", lost)
+	}
+	// A send for the old connection is refused even though a new one is up.
+	c, peer, gen2 := connect()
+	defer c.Close()
+	if err := s.send(context.Background(), gen, msg("x"), false, nil); !errors.Is(err, errNotConnected) {
+		t.Fatalf("send on a lost connection: %v", err)
+	}
+
+	// The peer reads: each message counts once written, in order.
+	go func() { _, _ = io.Copy(io.Discard, peer) }()
+	done := make(chan struct{})
+	for _, topic := range []string{"a", "b", "c"} {
+		var d chan struct{}
+		if topic == "c" {
+			d = done
+		}
+		if err := s.send(context.Background(), gen2, msg(topic), false, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("never written")
+	}
+	if got := ackedNow(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("counted %v, want [a b c]", got)
+	}
+	if _, n := s.snapshot(); n != 0 {
+		t.Fatalf("%d still in flight", n)
+	}
 }

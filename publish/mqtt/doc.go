@@ -9,5 +9,9 @@
 //
 // It must not encode payloads (the fan-out does, once for all sinks), must
 // not block the fan-out, and must never count a message as sent that the
-// broker did not acknowledge.
+// broker did not acknowledge. The one exception is a broker that cannot
+// do QoS 1 (CONNACK Maximum QoS 0): there is no acknowledgement to wait
+// for, so on such a connection "sent" means "written to the socket", and
+// a message the broker then loses is lost silently. The sink warns about
+// such a broker when it connects.
 package mqtt

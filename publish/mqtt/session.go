@@ -43,6 +43,7 @@ type session struct {
 	retain    bool
 	maxPacket int      // 0: no limit
 	slots     []flight // slot i carries packet identifier i+1
+	unflushed []flight // QoS 0 publishes not yet written to the socket, in order
 	free      []uint16 // free slot indexes
 	inflight  int
 	seq       uint64
@@ -57,6 +58,7 @@ type flight struct {
 	seq  uint64 // send order; 0 marks a free slot
 	ctl  bool   // presence or _meta: not requeued, the next connection republishes it
 	done chan struct{}
+	end  uint64 // QoS 0: the connection's write offset just past this publish
 }
 
 var (
@@ -161,6 +163,13 @@ func (s *session) connectionLost() bool {
 		}
 		*f = flight{}
 	}
+	for _, f := range s.unflushed {
+		if !f.ctl {
+			pending = append(pending, sent{f.seq, f.msg})
+		}
+	}
+	clear(s.unflushed)
+	s.unflushed = s.unflushed[:0]
 	// Slots are not in send order; the next connection must resend in it.
 	slices.SortFunc(pending, func(a, b sent) int { return cmp.Compare(a.seq, b.seq) })
 	for _, p := range pending {
@@ -200,11 +209,12 @@ func (s *session) waitUp(ctx context.Context) (gen uint64, down <-chan struct{},
 	}
 }
 
-// current returns the down channel of the connection, if one is up.
-func (s *session) current() (down <-chan struct{}, ok bool) {
+// current returns the number and the down channel of the connection, if
+// one is up.
+func (s *session) current() (gen uint64, down <-chan struct{}, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.down, s.conn != nil
+	return s.gen, s.down, s.conn != nil
 }
 
 // isUp reports whether connection gen is still up.
@@ -226,6 +236,11 @@ func (s *session) snapshot() (connected bool, inflight int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.lost)
+	for _, f := range s.unflushed {
+		if !f.ctl {
+			n++
+		}
+	}
 	for i := range s.slots[:s.window] {
 		if f := &s.slots[i]; f.seq != 0 && !f.ctl {
 			n++
@@ -258,13 +273,26 @@ func (s *session) abort(gen uint64, reason error) {
 	}
 }
 
-// send writes m as a PUBLISH on the current connection, waiting for a free
-// slot in the in-flight window. Once send returns nil the session owns the
-// message: onAck reports its PUBACK, or the lost list gets it back. done,
-// if not nil, is closed on the PUBACK. It returns errNotConnected when
-// there is no connection (the caller keeps m), errTooLarge when the broker
-// would refuse the packet, or ctx.Err().
-func (s *session) send(ctx context.Context, m publish.Message, ctl bool, done chan struct{}) error {
+// abortCurrent drops the current connection, if there is one.
+func (s *session) abortCurrent(reason error) {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		c.abort(reason)
+	}
+}
+
+// send writes m as a PUBLISH on connection gen (from waitUp or current),
+// waiting for a free slot in the in-flight window. Once send returns nil
+// the session owns the message: onAck reports its PUBACK (on a QoS 0
+// connection: that it was written to the socket), or the lost list gets it
+// back. done, if not nil, is closed then. It returns errNotConnected when
+// connection gen is gone, even if another one is up already (the caller
+// keeps m: what gen lost must be resent first, or a topic's values would
+// reach the broker out of order), errTooLarge when the broker would refuse
+// the packet, or ctx.Err().
+func (s *session) send(ctx context.Context, gen uint64, m publish.Message, ctl bool, done chan struct{}) error {
 	if len(m.Topic) > math.MaxUint16 {
 		return errTooLarge
 	}
@@ -272,7 +300,7 @@ func (s *session) send(ctx context.Context, m publish.Message, ctl bool, done ch
 	for {
 		s.mu.Lock()
 		c := s.conn
-		if c == nil {
+		if c == nil || s.gen != gen {
 			s.mu.Unlock()
 			return errNotConnected
 		}
@@ -282,16 +310,10 @@ func (s *session) send(ctx context.Context, m publish.Message, ctl bool, done ch
 		}
 		retain := m.Retain && s.retain
 		if s.qos == 0 {
-			// The broker cannot do QoS 1; a written message is all we get.
+			s.seq++
+			seq := s.seq
 			s.mu.Unlock()
-			if err := c.writePublish(m.Topic, 0, 0, retain, m.Payload); err != nil {
-				return errNotConnected
-			}
-			s.onAck(flight{msg: m, ctl: ctl}, 0)
-			if done != nil {
-				close(done)
-			}
-			return nil
+			return s.sendQoS0(c, flight{msg: m, seq: seq, ctl: ctl, done: done}, retain)
 		}
 		if free := s.window - s.inflight; free > 0 && (!waited || free >= s.refill) {
 			idx := s.free[len(s.free)-1]
@@ -306,7 +328,7 @@ func (s *session) send(ctx context.Context, m publish.Message, ctl bool, done ch
 			s.mu.Unlock()
 			// A failed write is a lost connection: the slot moves to the
 			// lost list, so the message is not the caller's any more.
-			_ = c.writePublish(m.Topic, idx+1, 1, retain, m.Payload)
+			_, _ = c.writePublish(m.Topic, idx+1, 1, retain, m.Payload)
 			return nil
 		}
 		space, down := s.space, s.down
@@ -318,6 +340,66 @@ func (s *session) send(ctx context.Context, m publish.Message, ctl bool, done ch
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// sendQoS0 writes f on c, a connection to a broker that cannot do QoS 1:
+// there is no PUBACK, so the best we get is that the packet was written to
+// the socket. Until then f waits in unflushed, and a lost connection hands
+// it back like a publish in flight.
+func (s *session) sendQoS0(c *bufConn, f flight, retain bool) error {
+	end, err := c.writePublish(f.msg.Topic, 0, 0, retain, f.msg.Payload)
+	if err != nil {
+		return errNotConnected
+	}
+	if f.ctl {
+		f.msg.Payload = nil // never resent; the caller may reuse it
+	}
+	s.mu.Lock()
+	switch {
+	case c.flushedTo() >= end:
+		s.mu.Unlock()
+		s.confirm(f)
+		return nil
+	case s.conn != c:
+		// Lost before the write was confirmed: the caller keeps it.
+		s.mu.Unlock()
+		return errNotConnected
+	}
+	f.end = end
+	s.unflushed = append(s.unflushed, f)
+	s.mu.Unlock()
+	return nil
+}
+
+// flushed is bufConn's report that everything before offset upto was
+// written to the socket: the QoS 0 publishes up to there are done.
+func (s *session) flushed(c *bufConn, upto uint64) {
+	s.mu.Lock()
+	if s.conn != c || len(s.unflushed) == 0 || s.unflushed[0].end > upto {
+		s.mu.Unlock()
+		return
+	}
+	n := 0
+	for n < len(s.unflushed) && s.unflushed[n].end <= upto {
+		n++
+	}
+	done := slices.Clone(s.unflushed[:n])
+	rest := copy(s.unflushed, s.unflushed[n:])
+	clear(s.unflushed[rest:])
+	s.unflushed = s.unflushed[:rest]
+	s.mu.Unlock()
+	for _, f := range done {
+		s.confirm(f)
+	}
+}
+
+// confirm reports a QoS 0 publish as written.
+func (s *session) confirm(f flight) {
+	f.end = 0
+	s.onAck(f, 0)
+	if f.done != nil {
+		close(f.done)
 	}
 }
 

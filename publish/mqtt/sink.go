@@ -32,7 +32,10 @@ import (
 // messages in flight when a connection drops are sent again, in their
 // original order and ahead of newer ones, on the next connection, so the
 // broker may see some of them twice (Status().Redelivered counts them).
-// Order per topic is kept.
+// Order per topic is kept: a batch is sent on one connection, or what that
+// connection lost goes first. A broker without QoS 1 gets QoS 0, and a
+// message then counts as Sent once written to the socket (see the package
+// doc); one without retain gets messages (and the Will) not retained.
 type Sink struct {
 	cfg  *settings
 	log  *slog.Logger
@@ -47,6 +50,9 @@ type Sink struct {
 	held        atomic.Int64 // taken from the queue, not yet handed to the session
 	flaps       atomic.Int64 // consecutive connections that died young
 	upSince     atomic.Int64 // unix nanos of the current connection's start
+	// The broker refused our Will's QoS 1 (0x9B) or retain (0x9A): the
+	// following CONNECTs carry a QoS 0 / not retained Will.
+	willQoS0, willNoRetain atomic.Bool
 
 	mu        sync.Mutex
 	lastErr   string
@@ -131,6 +137,9 @@ func (s *Sink) Run(ctx context.Context, q *publish.Queue) error {
 		return fmt.Errorf("mqtt %s: start client: %w", s.cfg.Name, err)
 	}
 	go s.watchdog(ctx)
+	runDone := make(chan struct{})
+	defer close(runDone)
+	go s.abortOnShutdown(ctx, runDone)
 	held := s.deliver(ctx, q)
 
 	s.sayOffline()
@@ -140,6 +149,7 @@ func (s *Sink) Run(ctx context.Context, q *publish.Queue) error {
 	case <-cm.Done():
 	case <-t.C:
 		s.log.Warn("mqtt client did not stop in time", "sink", s.cfg.Name, "timeout", stopTimeout)
+		s.sess.abortCurrent(errShutdown) // release whatever still waits on it
 	}
 	t.Stop()
 	s.sess.ConnectionLost(nil) // in case the client did not get that far
@@ -147,6 +157,29 @@ func (s *Sink) Run(ctx context.Context, q *publish.Queue) error {
 	s.held.Store(0)
 	q.Requeue(back)
 	return nil
+}
+
+var errShutdown = errors.New("shutting down: the broker did not take the last messages in time")
+
+// abortOnShutdown drops the connection offlineTimeout after ctx is done,
+// unless Run finished first. A broker that stopped reading without closing
+// the connection would otherwise hold every writer (the sender, the
+// offline presence, paho's DISCONNECT) until the write deadline
+// (AckTimeout); with it Run returns within about offlineTimeout +
+// stopTimeout. The broker then publishes the Will, which says offline too.
+func (s *Sink) abortOnShutdown(ctx context.Context, runDone <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+	case <-runDone:
+		return
+	}
+	t := time.NewTimer(offlineTimeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		s.sess.abortCurrent(errShutdown)
+	case <-runDone:
+	}
 }
 
 // deliver is the sender: it runs until ctx is done and returns the messages
@@ -169,14 +202,14 @@ func (s *Sink) deliver(ctx context.Context, q *publish.Queue) (held []publish.Me
 			held = held[:0]
 			s.held.Store(0)
 		}
-		if err := s.sendPresence(ctx, true); err != nil {
+		if err := s.sendPresence(ctx, gen, true); err != nil {
 			if ctx.Err() != nil {
 				return held
 			}
 			continue
 		}
 		clear(metaSent)
-		tagsVer, err := s.sendMeta(ctx, metaSent, &metaBuf)
+		tagsVer, err := s.sendMeta(ctx, gen, metaSent, &metaBuf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return held
@@ -193,7 +226,7 @@ func (s *Sink) deliver(ctx context.Context, q *publish.Queue) (held []publish.Me
 				continue // re-check the connection and the tags after a wake-up
 			}
 			if v := s.tagsVersion(); v != tagsVer {
-				if tagsVer, err = s.sendMeta(ctx, metaSent, &metaBuf); err != nil {
+				if tagsVer, err = s.sendMeta(ctx, gen, metaSent, &metaBuf); err != nil {
 					break
 				}
 				continue
@@ -203,8 +236,10 @@ func (s *Sink) deliver(ctx context.Context, q *publish.Queue) (held []publish.Me
 				continue
 			}
 			s.held.Store(int64(len(batch)))
+			// The whole batch goes on connection gen or waits for the
+			// next one: once gen is lost, what it lost goes first.
 			for i := range batch {
-				if err := s.sendValue(ctx, batch[i]); err != nil {
+				if err := s.sendValue(ctx, gen, batch[i]); err != nil {
 					held = append(held, batch[i:]...)
 					break
 				}
@@ -248,8 +283,8 @@ func (s *Sink) tagsVersion() uint64 {
 	return s.tagsVer
 }
 
-func (s *Sink) sendValue(ctx context.Context, m publish.Message) error {
-	err := s.sess.send(ctx, m, false, nil)
+func (s *Sink) sendValue(ctx context.Context, gen uint64, m publish.Message) error {
+	err := s.sess.send(ctx, gen, m, false, nil)
 	if errors.Is(err, errTooLarge) {
 		s.rejected.Add(1)
 		s.queue.Load().Done(1)
@@ -259,10 +294,10 @@ func (s *Sink) sendValue(ctx context.Context, m publish.Message) error {
 	return err
 }
 
-// sendMeta publishes the _meta of every tag whose metadata differs from
-// what this connection already published, and returns the tags version it
-// worked from.
-func (s *Sink) sendMeta(ctx context.Context, sent map[string]uint64, buf *[]byte) (uint64, error) {
+// sendMeta publishes, on connection gen, the _meta of every tag whose
+// metadata differs from what this connection already published, and
+// returns the tags version it worked from.
+func (s *Sink) sendMeta(ctx context.Context, gen uint64, sent map[string]uint64, buf *[]byte) (uint64, error) {
 	s.mu.Lock()
 	tags, ver := s.tags, s.tagsVer
 	s.mu.Unlock()
@@ -273,7 +308,7 @@ func (s *Sink) sendMeta(ctx context.Context, sent map[string]uint64, buf *[]byte
 			continue
 		}
 		m := publish.Message{Topic: t.Topic + publish.MetaSuffix, Payload: *buf, Retain: true}
-		switch err := s.sess.send(ctx, m, true, nil); {
+		switch err := s.sess.send(ctx, gen, m, true, nil); {
 		case errors.Is(err, errTooLarge):
 			s.problem("too-large", fmt.Sprintf("metadata for %s (%d bytes) is larger than the broker accepts; not published", t.Topic, len(*buf)))
 		case err != nil:
@@ -308,12 +343,12 @@ func (s *Sink) presence(online bool, withTime bool) []byte {
 	return append(b, '}')
 }
 
-func (s *Sink) sendPresence(ctx context.Context, online bool) error {
+func (s *Sink) sendPresence(ctx context.Context, gen uint64, online bool) error {
 	if s.cfg.PresenceTopic == "" {
 		return nil
 	}
 	m := publish.Message{Topic: s.cfg.PresenceTopic, Payload: s.presence(online, true), Retain: true}
-	return s.sess.send(ctx, m, true, nil)
+	return s.sess.send(ctx, gen, m, true, nil)
 }
 
 // sayOffline publishes the offline presence before a clean disconnect
@@ -323,7 +358,7 @@ func (s *Sink) sayOffline() {
 	if s.cfg.PresenceTopic == "" {
 		return
 	}
-	down, ok := s.sess.current()
+	gen, down, ok := s.sess.current()
 	if !ok {
 		return // not connected: the broker has published the Will
 	}
@@ -331,7 +366,7 @@ func (s *Sink) sayOffline() {
 	defer cancel()
 	done := make(chan struct{})
 	m := publish.Message{Topic: s.cfg.PresenceTopic, Payload: s.presence(false, true), Retain: true}
-	if err := s.sess.send(ctx, m, true, done); err != nil {
+	if err := s.sess.send(ctx, gen, m, true, done); err != nil {
 		return
 	}
 	select {
@@ -428,6 +463,16 @@ func (s *Sink) clientConfig() autopaho.ClientConfig {
 			// inbound buffer small.
 			rm := uint16(16)
 			cp.Properties.ReceiveMaximum = &rm
+			if cp.WillMessage != nil && (s.willQoS0.Load() || s.willNoRetain.Load()) {
+				w := *cp.WillMessage // shared with the config: copy
+				if s.willQoS0.Load() {
+					w.QoS = 0
+				}
+				if s.willNoRetain.Load() {
+					w.Retain = false
+				}
+				cp.WillMessage = &w
+			}
 			return cp, nil
 		},
 		ClientConfig: paho.ClientConfig{
@@ -462,7 +507,7 @@ func (s *Sink) dial(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (n
 		}
 		c = tc
 	}
-	return newBufConn(c, s.cfg.AckTimeout, s.sess.puback), nil
+	return newBufConn(c, s.cfg.AckTimeout, s.sess.puback, s.sess.flushed), nil
 }
 
 // backoff is the delay before connection attempt n of one reconnect
@@ -489,10 +534,14 @@ func (s *Sink) onUp(_ *autopaho.ConnectionManager, ca *paho.Connack) {
 	s.log.Info("mqtt connected", "sink", s.cfg.Name, "url", s.cfg.url.Redacted(), "client_id", s.cfg.ClientID,
 		"inflight_window", ci.window, "qos", ci.qos, "retain", ci.retain)
 	if ci.qos == 0 {
-		s.problem("qos0", "broker does not support QoS 1: publishing with QoS 0, delivery is not confirmed")
+		s.problem("qos0", "broker does not support QoS 1: publishing with QoS 0, a message counts as sent once written to the socket")
+	} else if s.willQoS0.Swap(false) {
+		s.log.Info("broker supports QoS 1 again: the next connection's Will uses it", "sink", s.cfg.Name)
 	}
 	if !ci.retain {
 		s.problem("noretain", "broker does not support retained messages: publishing without retain")
+	} else if s.willNoRetain.Swap(false) {
+		s.log.Info("broker supports retained messages again: the next connection's Will is retained", "sink", s.cfg.Name)
 	}
 }
 
@@ -508,6 +557,18 @@ func (s *Sink) onDown() bool {
 
 func (s *Sink) onConnectError(err error) {
 	s.problem("connect", "connect to "+s.cfg.url.Redacted()+": "+describe(err))
+	// A broker without QoS 1 or retain must refuse a CONNECT whose Will
+	// asks for them [MQTT-3.2.2-12, -13]; ask for less next time.
+	var ce *autopaho.ConnackError
+	if !errors.As(err, &ce) || s.cfg.PresenceTopic == "" {
+		return
+	}
+	switch {
+	case ce.ReasonCode == 0x9B && !s.willQoS0.Swap(true):
+		s.log.Warn("broker does not support QoS 1: the presence Will is now sent with QoS 0", "sink", s.cfg.Name, "url", s.cfg.url.Redacted())
+	case ce.ReasonCode == 0x9A && !s.willNoRetain.Swap(true):
+		s.log.Warn("broker does not support retained messages: the presence Will is now sent without retain", "sink", s.cfg.Name, "url", s.cfg.url.Redacted())
+	}
 }
 
 func (s *Sink) onClientError(err error) {
