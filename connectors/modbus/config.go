@@ -44,7 +44,9 @@ type Config struct {
 	UnitID int
 	// Poll is the poll interval for tags without their own; 0 = 1s.
 	Poll time.Duration
-	// Timeout bounds connecting and every request; 0 = 1s.
+	// Timeout bounds every request and how long Run waits to connect (the
+	// library's dial itself may go on for up to 5 s, see Source.Run);
+	// 0 = 1s.
 	Timeout time.Duration
 	// Pause is the minimum idle time between the end of one request and the
 	// start of the next, for devices that choke on back-to-back requests.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -459,4 +460,75 @@ func ExamplePlan() {
 	// coil 7+1 (unit 1) every 100ms: motor@0
 	// holding 100+6 (unit 1) every 1s: speed@0 level@4
 	// holding 300+4 (unit 1) every 1s: total@0
+}
+
+// Planner property check over random tag sets, including addresses at the
+// top of the address space and long strings.
+func TestPlanLimitsRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	types := []model.RawType{model.RawBool, model.RawInt16, model.RawUint32, model.RawFloat64, model.RawString}
+	for iter := 0; iter < 300; iter++ {
+		var tags []Tag
+		n := 1 + rng.IntN(200)
+		for i := 0; i < n; i++ {
+			area := model.Area(1 + rng.IntN(4))
+			a := model.ModbusAddress{Area: area, Bit: -1, UnitID: rng.IntN(3)}
+			if area.IsBit() {
+				a.Type = model.RawBool
+			} else {
+				a.Type = types[rng.IntN(len(types))]
+				if a.Type == model.RawString {
+					a.Length = 1 + rng.IntN(125)
+				}
+			}
+			size := 1
+			if !area.IsBit() {
+				size = a.Type.Registers(a.Length)
+			}
+			var reg int
+			if rng.IntN(2) == 0 {
+				reg = 65536 - size - rng.IntN(300)
+			} else {
+				reg = rng.IntN(3000)
+			}
+			if reg < 0 {
+				reg = 0
+			}
+			a.Register = uint16(reg)
+			tags = append(tags, Tag{Key: "k" + strconv.Itoa(i), Addr: a,
+				Poll: time.Duration(1+rng.IntN(2)) * time.Second})
+		}
+		cfg := Config{Name: "p", URL: "tcp://h:502", UnitID: 1 + rng.IntN(255), MaxGap: rng.IntN(40) - 5, MaxBitGap: rng.IntN(600) - 5, Tags: tags}
+		reqs, err := Plan(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, r := range reqs {
+			limit := MaxRegisters
+			if r.Area.IsBit() {
+				limit = MaxBits
+			}
+			if r.Count < 1 || r.Count > limit || int(r.Start)+r.Count > 65536 {
+				t.Fatalf("bad request %v", r)
+			}
+			for _, b := range r.Bindings {
+				size := 1
+				if !r.Area.IsBit() {
+					size = b.Addr.Type.Registers(b.Addr.Length)
+				}
+				if b.Offset < 0 || b.Offset+size > r.Count || int(r.Start)+b.Offset != int(b.Addr.Register) ||
+					uint8(b.Addr.UnitID) != r.UnitID || b.Addr.UnitID == 0 || b.Addr.Area != r.Area {
+					t.Fatalf("binding %+v in %v", b, r)
+				}
+				if seen[b.Key] {
+					t.Fatalf("key %s twice", b.Key)
+				}
+				seen[b.Key] = true
+			}
+		}
+		if len(seen) != len(tags) {
+			t.Fatalf("%d of %d keys planned", len(seen), len(tags))
+		}
+	}
 }

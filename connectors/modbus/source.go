@@ -33,15 +33,38 @@ type Source struct {
 	exceptions  atomic.Uint64
 	errs        atomic.Uint64
 	stale       atomic.Uint64
+	timeouts    atomic.Uint64
 	lastLatency atomic.Int64
+
+	// prevDone is the done channel of the last session's worker, which may
+	// outlive its session (a dial or a request in flight). Only Run touches
+	// it, and Run never runs twice at once.
+	prevDone chan struct{}
+	workers  atomic.Int32 // session workers alive, for tests
 }
+
+// ErrConnectPending is wrapped by the error Run returns when the worker of
+// the previous session is still busy (connecting, or finishing a request
+// that was in flight when it ended) for the whole of Timeout: Run then does
+// not start another connection attempt beside it.
+var ErrConnectPending = errors.New("previous connection attempt still pending")
+
+// MaxTimeouts is how many requests in a row may time out, with no response
+// of any kind in between, before Run takes the connection for dead and ends
+// the session.
+const MaxTimeouts = 3
+
+// silentHold is how long, in multiples of Timeout, a unit id whose last
+// request timed out is left alone while other unit ids answer.
+const silentHold = 4
 
 // Stats are the source's counters since New, over all sessions.
 type Stats struct {
 	Connects    uint64        // sessions that connected
 	Requests    uint64        // requests answered, with values or with an exception
 	Exceptions  uint64        // requests answered with a Modbus exception or from a wrong unit id
-	Errors      uint64        // failures that ended a session (connect, timeout, I/O, protocol)
+	Errors      uint64        // failures that ended a session (connect, timeouts, I/O, protocol)
+	Timeouts    uint64        // requests that got no answer within Timeout
 	Stale       uint64        // times a request's tags were marked stale
 	LastLatency time.Duration // round trip of the last answered request
 }
@@ -87,28 +110,59 @@ func (src *Source) Stats() Stats {
 		Requests:    src.requests.Load(),
 		Exceptions:  src.exceptions.Load(),
 		Errors:      src.errs.Load(),
+		Timeouts:    src.timeouts.Load(),
 		Stale:       src.stale.Load(),
 		LastLatency: time.Duration(src.lastLatency.Load()),
 	}
 }
 
-// Run handles one session: it connects (bounded by Timeout), then polls
-// until ctx is done (returning nil) or the connection breaks (returning the
-// error). It never reconnects by itself.
+// Run handles one session: it connects, then polls until ctx is done
+// (returning nil) or the connection breaks (returning the error). It never
+// reconnects by itself.
+//
+// Connecting: Run gives up after Timeout. The library dials with its own
+// fixed 5 s limit that cannot be shortened or cancelled, so a dial to a
+// host that does not answer goes on in the background for up to 5 s after
+// Run returned. Run never starts a second dial beside it: it first waits,
+// within the same Timeout, for the previous session's worker to finish,
+// and otherwise returns an error wrapping ErrConnectPending. So at most one
+// connection attempt per source is ever under way, and while a host is
+// unreachable a new dial starts at most every 5 s or so.
 //
 // Scheduling: every request is due at session start and then every Poll on
 // a fixed grid; when the connection cannot keep up, missed ticks are
 // skipped, never queued. Requests run one at a time, earliest due first,
 // with at least Pause between the end of one and the start of the next.
 //
-// Each answered request emits one batch with a sample per binding:
+// Each request emits one batch with a sample per binding:
 //   - values: Quality GOOD, ReceiveTime = when the response arrived;
 //   - a Modbus exception (or a response from another unit id): Quality BAD,
 //     null value, Status = exception code (0 for a wrong unit id); the
-//     session goes on and other requests are unaffected.
+//     session goes on and other requests are unaffected;
+//   - no answer within Timeout: Quality BAD, null value, Status 0,
+//     ReceiveTime = when it timed out; the session goes on (the library
+//     drops late answers by their transaction id). Its unit id is then
+//     taken for silent, as is a device switched off behind a TCP/RTU
+//     gateway: while other unit ids still answer, its requests wait
+//     4 × Timeout after the timeout before the next try, so that a silent
+//     unit takes at most about a fifth of the connection's time. Requests
+//     of that unit not tried meanwhile keep their last values and go stale
+//     by the stale rule below. Any answer from the unit ends this.
 //
-// A timeout, an I/O error or a malformed response ends the session with an
-// error naming the request; the supervisor then marks every tag BAD.
+// The session ends with an error naming the request, and the supervisor
+// then marks every tag BAD, on an I/O error (connection closed or reset),
+// on a malformed response, and when MaxTimeouts (3) requests in a row time
+// out with no response of any kind (values, exception) in between: the
+// connection is then taken for dead. When every unit id is silent, holds
+// are ignored and requests are tried at their normal due time, so a device
+// that stops answering altogether ends the session after about
+// MaxTimeouts × Timeout when requests are due back to back, and at worst
+// after about MaxTimeouts × max(Timeout, Poll) (e.g. a single request,
+// whose tags are BAD after its first timeout anyway).
+//
+// A timeout in the middle of a response frame would leave the stream out
+// of step; what follows then fails as malformed or times out, and either
+// ends the session.
 //
 // Stale rule: when a request whose last answer was GOOD has not been read
 // successfully within (StaleAfter+1) × Poll of the moment its last
@@ -117,11 +171,12 @@ func (src *Source) Stats() Stats {
 // requests hold the connection — Run emits, once, its samples with
 // Stale=true, Quality UNCERTAIN, the last values and the last ReceiveTime
 // (so consumers see how old the value is). The next successful read emits
-// GOOD again. Tags that are BAD from an exception stay BAD: the exception
-// says more than staleness.
+// GOOD again. Tags that are BAD from an exception or a timeout stay BAD:
+// that says more than staleness.
 //
 // Cancelling ctx returns at once, even with a request in flight; that
-// request ends within Timeout and the connection is closed after it.
+// request ends within Timeout and the connection is closed after it (a
+// following Run waits for that, see Connecting).
 func (src *Source) Run(ctx context.Context, emit connectors.Emit) error {
 	if ctx.Err() != nil {
 		return nil
@@ -130,11 +185,43 @@ func (src *Source) Run(ctx context.Context, emit connectors.Emit) error {
 		return fmt.Errorf("modbus %s: Run called while a session is running", src.s.name)
 	}
 	defer src.running.Store(false)
-	err := newSession(src, emit).run(ctx)
+	deadline := time.Now().Add(src.s.timeout)
+	if err := src.waitPrevious(ctx, deadline); err != nil || ctx.Err() != nil {
+		return err
+	}
+	err := newSession(src, emit).run(ctx, deadline)
 	if ctx.Err() != nil {
 		return nil // cancelled: whatever broke on the way out is not news
 	}
 	return err
+}
+
+// waitPrevious waits until the previous session's worker is gone, or
+// deadline (an error), or ctx is done (nil).
+func (src *Source) waitPrevious(ctx context.Context, deadline time.Time) error {
+	prev := src.prevDone
+	if prev == nil {
+		return nil
+	}
+	select {
+	case <-prev:
+		src.prevDone = nil
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-prev:
+		src.prevDone = nil
+		return nil
+	case <-t.C:
+		src.errs.Add(1)
+		return fmt.Errorf("modbus %s: connect %s: %w (the last attempt is still under way: the library dials for up to 5 s; is the host reachable?)",
+			src.s.name, src.s.url, ErrConnectPending)
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // request states, for stale tracking and exception logging.
@@ -142,7 +229,7 @@ const (
 	stNone  = iota // nothing emitted yet this session
 	stGood         // last emitted GOOD
 	stStale        // last emitted stale (UNCERTAIN)
-	stBad          // last emitted BAD (exception)
+	stBad          // last emitted BAD (exception or timeout)
 )
 
 type reqState struct {
@@ -156,15 +243,6 @@ type reqState struct {
 	lastRaw  [][]uint16    // per binding, strings only: registers behind last
 }
 
-// pollClass is the ring of requests sharing one poll interval. They start
-// due together and each moves to the next grid tick after it runs, so the
-// ring's head is always the earliest due of the class.
-type pollClass struct {
-	poll time.Duration
-	reqs []*reqState
-	next int
-}
-
 type reply struct {
 	regs       []uint16
 	bits       []bool
@@ -173,17 +251,20 @@ type reply struct {
 }
 
 type session struct {
-	src     *Source
-	s       *settings
-	log     *slog.Logger
-	emit    connectors.Emit
-	classes []*pollClass
-	all     []*reqState
-	batch   []model.Sample
+	src   *Source
+	s     *settings
+	log   *slog.Logger
+	emit  connectors.Emit
+	all   []*reqState // in plan order, which breaks ties between equal due times
+	batch []model.Sample
 
 	timer      *time.Timer
 	notBefore  time.Time // Pause: earliest start of the next request
 	staleCheck time.Time // no request can go stale before this; zero = none pending
+
+	timeouts int            // requests timed out in a row, with no response in between
+	silent   [256]bool      // per unit id: its last request timed out
+	hold     [256]time.Time // per silent unit id: not tried before this while others answer
 
 	calls   chan *Request // nil = connect
 	replies chan reply
@@ -192,7 +273,6 @@ type session struct {
 
 func newSession(src *Source, emit connectors.Emit) *session {
 	ss := &session{src: src, s: &src.s, log: src.s.logger.With("source", src.s.name), emit: emit}
-	byPoll := map[time.Duration]*pollClass{}
 	maxBindings := 0
 	for i := range src.reqs {
 		r := &src.reqs[i]
@@ -206,20 +286,13 @@ func newSession(src *Source, emit connectors.Emit) *session {
 			}
 		}
 		maxBindings = max(maxBindings, len(r.Bindings))
-		c := byPoll[r.Poll]
-		if c == nil {
-			c = &pollClass{poll: r.Poll}
-			byPoll[r.Poll] = c
-			ss.classes = append(ss.classes, c)
-		}
-		c.reqs = append(c.reqs, st)
 		ss.all = append(ss.all, st)
 	}
 	ss.batch = make([]model.Sample, 0, maxBindings)
 	return ss
 }
 
-func (ss *session) run(ctx context.Context) error {
+func (ss *session) run(ctx context.Context, deadline time.Time) error {
 	client, err := mb.NewClient(&mb.ClientConfiguration{
 		URL:     "tcp://" + ss.s.hostPort,
 		Timeout: ss.s.timeout,
@@ -231,6 +304,8 @@ func (ss *session) run(ctx context.Context) error {
 	ss.calls = make(chan *Request)
 	ss.replies = make(chan reply, 1)
 	ss.done = make(chan struct{})
+	ss.src.prevDone = ss.done
+	ss.src.workers.Add(1)
 	go ss.worker(client)
 	inFlight := false
 	defer func() {
@@ -244,10 +319,11 @@ func (ss *session) run(ctx context.Context) error {
 	ss.timer = time.NewTimer(time.Hour)
 	defer ss.timer.Stop()
 
-	// Connect. The library dials with a fixed 5 s timeout; Timeout is ours.
+	// Connect. The library dials with a fixed 5 s timeout; Timeout is ours
+	// (deadline, shared with waiting for the previous worker).
 	inFlight = true
 	ss.calls <- nil
-	ss.timer.Reset(ss.s.timeout)
+	ss.timer.Reset(time.Until(deadline))
 	select {
 	case rep := <-ss.replies:
 		inFlight = false
@@ -272,14 +348,12 @@ func (ss *session) run(ctx context.Context) error {
 	for {
 		now := time.Now()
 		ss.checkStale(now)
-		c := ss.nextClass()
-		if c == nil {
+		st, at := ss.next()
+		if st == nil {
 			// Nothing to poll: hold the connection until cancelled.
 			<-ctx.Done()
 			return nil
 		}
-		st := c.reqs[c.next]
-		at := st.due
 		if ss.notBefore.After(at) {
 			at = ss.notBefore
 		}
@@ -313,8 +387,7 @@ func (ss *session) run(ctx context.Context) error {
 			return err
 		}
 		ss.notBefore = rep.recv.Add(ss.s.pause)
-		st.due = nextTick(st.due, c.poll, rep.recv)
-		c.next = (c.next + 1) % len(c.reqs)
+		st.due = nextTick(st.due, st.r.Poll, rep.recv)
 	}
 }
 
@@ -332,15 +405,37 @@ func (ss *session) wait(ctx context.Context, at time.Time) bool {
 	}
 }
 
-// nextClass returns the class whose head request is due first.
-func (ss *session) nextClass() *pollClass {
-	var best *pollClass
-	for _, c := range ss.classes {
-		if best == nil || c.reqs[c.next].due.Before(best.reqs[best.next].due) {
-			best = c
+// next returns the request to run next and when: the earliest due, the
+// first in plan order among equals. Requests of a silent unit id wait for
+// its hold to end, unless every unit id is silent: then nothing is known
+// to answer, and holding back would only delay noticing a dead connection.
+func (ss *session) next() (*reqState, time.Time) {
+	var best, bestAny *reqState
+	var bestAt time.Time
+	answering := false
+	for _, st := range ss.all {
+		if bestAny == nil || st.due.Before(bestAny.due) {
+			bestAny = st
+		}
+		at := st.due
+		if u := st.r.UnitID; !ss.silent[u] {
+			answering = true
+		} else if ss.hold[u].After(at) {
+			at = ss.hold[u]
+		}
+		// Equal times: the longer overdue first, so that the requests of a
+		// unit released from its hold take turns.
+		if best == nil || at.Before(bestAt) || at.Equal(bestAt) && st.due.Before(best.due) {
+			best, bestAt = st, at
 		}
 	}
-	return best
+	if !answering {
+		if bestAny == nil {
+			return nil, time.Time{}
+		}
+		return bestAny, bestAny.due
+	}
+	return best, bestAt
 }
 
 // nextTick returns the first tick of the grid due + k·poll after now.
@@ -356,6 +451,7 @@ func nextTick(due time.Time, poll time.Duration, now time.Time) time.Time {
 // connection when calls is closed.
 func (ss *session) worker(client *mb.ModbusClient) {
 	defer close(ss.done)
+	defer ss.src.workers.Add(-1)
 	defer client.Close()
 	unit := -1
 	for r := range ss.calls {
@@ -390,6 +486,13 @@ func (ss *session) worker(client *mb.ModbusClient) {
 // handle emits the outcome of one request; a non-nil error ends the session.
 func (ss *session) handle(st *reqState, rep *reply) error {
 	r := st.r
+	if errors.Is(rep.err, mb.ErrRequestTimedOut) {
+		return ss.timedOut(st, rep)
+	}
+	// Any response, even an exception, shows the connection and the unit
+	// id alive.
+	ss.timeouts = 0
+	ss.silent[r.UnitID] = false
 	if rep.err != nil {
 		code, isExc := exceptionCode(rep.err)
 		if !isExc && !errors.Is(rep.err, mb.ErrBadUnitId) {
@@ -403,14 +506,7 @@ func (ss *session) handle(st *reqState, rep *reply) error {
 			st.lastErr = msg
 			ss.log.Warn("request failed", "request", r.String(), "err", rep.err, "hint", exceptionHint(rep.err, code))
 		}
-		st.state = stBad
-		b := ss.batch[:0]
-		for _, bd := range r.Bindings {
-			b = append(b, model.Sample{Source: ss.s.name, Address: bd.Key, Quality: model.QualityBad,
-				Status: uint32(code), ReceiveTime: rep.recv})
-		}
-		ss.batch = b
-		ss.emit(b)
+		ss.emitBad(st, uint32(code), rep.recv)
 		return nil
 	}
 	ss.src.requests.Add(1)
@@ -444,6 +540,41 @@ func (ss *session) handle(st *reqState, rep *reply) error {
 	ss.batch = b
 	ss.emit(b)
 	return nil
+}
+
+// timedOut handles a request that got no answer within Timeout: BAD for
+// its tags and a hold on its unit id, or the end of the session after
+// MaxTimeouts in a row.
+func (ss *session) timedOut(st *reqState, rep *reply) error {
+	r := st.r
+	ss.src.timeouts.Add(1)
+	ss.timeouts++
+	if ss.timeouts >= MaxTimeouts {
+		ss.src.errs.Add(1)
+		return fmt.Errorf("modbus %s: read %s: %w: %d requests in a row got no answer, the connection looks dead%s",
+			ss.s.name, r, rep.err, ss.timeouts, readHint(rep.err, ss.s.timeout))
+	}
+	ss.silent[r.UnitID] = true
+	ss.hold[r.UnitID] = rep.recv.Add(silentHold * ss.s.timeout)
+	if msg := rep.err.Error(); msg != st.lastErr {
+		st.lastErr = msg
+		ss.log.Warn("request timed out", "request", r.String(), "timeout", ss.s.timeout,
+			"hint", "is the PLC's unit id right, and is the device on? many devices ignore requests for other unit ids")
+	}
+	ss.emitBad(st, 0, rep.recv)
+	return nil
+}
+
+// emitBad emits BAD samples with status for every tag of st.
+func (ss *session) emitBad(st *reqState, status uint32, recv time.Time) {
+	st.state = stBad
+	b := ss.batch[:0]
+	for _, bd := range st.r.Bindings {
+		b = append(b, model.Sample{Source: ss.s.name, Address: bd.Key, Quality: model.QualityBad,
+			Status: status, ReceiveTime: recv})
+	}
+	ss.batch = b
+	ss.emit(b)
 }
 
 func (ss *session) decode(st *reqState, i int, bd *Binding, rep *reply) (model.Value, error) {
@@ -554,7 +685,7 @@ func exceptionHint(err error, code uint8) string {
 func readHint(err error, timeout time.Duration) string {
 	switch {
 	case errors.Is(err, mb.ErrRequestTimedOut):
-		return fmt.Sprintf(" (no answer within %v: is the PLC's unit id right? many devices ignore requests for other unit ids)", timeout)
+		return fmt.Sprintf(" (no answer within %v: is the device on and reachable, and is the PLC's unit id right? many devices ignore requests for other unit ids)", timeout)
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
 		return " (the device closed the connection: was it restarted, or does it allow fewer connections?)"
 	case errors.Is(err, mb.ErrProtocolError):

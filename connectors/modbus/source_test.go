@@ -393,8 +393,9 @@ func TestRunCancel(t *testing.T) {
 	})
 }
 
-// A device that does not answer: the request times out within Timeout, Run
-// returns an error with the likely cause.
+// A device that stops answering: the first timeout marks that request's
+// tags BAD (status 0) within Timeout and the session goes on; MaxTimeouts
+// in a row end it with an error naming the request and the likely cause.
 func TestRunTimeout(t *testing.T) {
 	b := newBank()
 	b.set(1, func(*unitRegs) {})
@@ -404,16 +405,31 @@ func TestRunTimeout(t *testing.T) {
 	ts := startServer(t, b)
 	in := holding(0, model.RawUint16)
 	in.Area = model.AreaInputRegister
-	const timeout = 300 * time.Millisecond
-	src := newSource(t, Config{URL: ts.url, Timeout: timeout, Tags: []Tag{{Key: "x", Addr: in}}})
-	run := start(t, src, newCollector())
-	err, took := run.wait(t, 5*time.Second)
+	const timeout, poll = 300 * time.Millisecond, 100 * time.Millisecond
+	src := newSource(t, Config{URL: ts.url, Timeout: timeout, Poll: poll, Tags: []Tag{{Key: "x", Addr: in}}})
+	c := newCollector()
+	t0 := time.Now()
+	run := start(t, src, c)
+	c.waitFor(t, 5*time.Second, "BAD after the first timeout", func(m map[string]model.Sample) bool {
+		s, ok := m["x"]
+		return ok && s.Quality == model.QualityBad && s.Status == 0 && s.Value.IsNull()
+	})
+	if d := time.Since(t0); d < timeout/2 || d > 3*timeout {
+		t.Fatalf("first timeout after %v, Timeout %v", d, timeout)
+	}
+	run.stillRunning(t)
+	err, _ := run.wait(t, 5*time.Second)
+	took := time.Since(t0)
 	if !errors.Is(err, mb.ErrRequestTimedOut) || !strings.Contains(err.Error(), "read input 0+1 (unit 1)") ||
-		!strings.Contains(err.Error(), "unit id right?") {
+		!strings.Contains(err.Error(), "3 requests in a row") || !strings.Contains(err.Error(), "unit id right?") {
 		t.Fatalf("err %v", err)
 	}
-	if took < timeout/2 || took > 3*timeout {
-		t.Fatalf("timed out after %v, Timeout %v", took, timeout)
+	// a single request: each try waits for its next poll tick
+	if took < MaxTimeouts*timeout || took > MaxTimeouts*(timeout+poll)+timeout {
+		t.Fatalf("session ended after %v, Timeout %v, Poll %v", took, timeout, poll)
+	}
+	if st := src.Stats(); st.Timeouts != MaxTimeouts || st.Errors != 1 || st.Requests != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
