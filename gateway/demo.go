@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
-	"sort"
 	"strconv"
 	"time"
 
@@ -113,24 +112,22 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	return <-errc
 }
 
+// readModelFS reads the model files at the top of fsys (the embedded
+// examples), named as they are in the repository.
 func readModelFS(fsys fs.FS) ([]model.File, error) {
-	var files []model.File
-	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		if ext := path[max(0, len(path)-5):]; ext != ".yaml" && path[max(0, len(path)-4):] != ".yml" {
-			return nil
-		}
-		data, err := fs.ReadFile(fsys, path)
+	names, err := fs.Glob(fsys, "*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	files := make([]model.File, 0, len(names))
+	for _, name := range names {
+		data, err := fs.ReadFile(fsys, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		files = append(files, model.File{Name: "models/" + path, Data: data})
-		return nil
-	})
-	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
-	return files, err
+		files = append(files, model.File{Name: "models/" + name, Data: data})
+	}
+	return files, nil
 }
 
 func hostOf(addr string) string {

@@ -27,6 +27,28 @@ type File struct {
 	Data []byte
 }
 
+// YAMLFiles lists the *.yaml and *.yml files below dir, recursively, in name
+// order, skipping hidden directories (such as .git).
+func YAMLFiles(dir string) ([]string, error) {
+	var names []string
+	err := filepath.WalkDir(dir, func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name != dir && strings.HasPrefix(d.Name(), ".") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
+			names = append(names, name)
+		}
+		return nil
+	})
+	return names, err
+}
+
 // Load reads model files and directories and validates them together as one
 // model. Directories are walked recursively for *.yaml and *.yml files (in
 // name order, skipping hidden directories); a directory without any is an
@@ -67,26 +89,16 @@ func Load(paths ...string) (*Model, error) {
 			}
 			continue
 		}
-		found := 0
-		err = filepath.WalkDir(p, func(name string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				if name != p && strings.HasPrefix(d.Name(), ".") {
-					return fs.SkipDir
-				}
-				return nil
-			}
-			if ext := filepath.Ext(name); ext != ".yaml" && ext != ".yml" {
-				return nil
-			}
-			found++
-			return add(name)
-		})
+		names, err := YAMLFiles(p)
 		if err != nil {
 			return nil, fmt.Errorf("load model: %w", err)
 		}
+		for _, name := range names {
+			if err := add(name); err != nil {
+				return nil, err
+			}
+		}
+		found := len(names)
 		if found == 0 {
 			diags.Add(Pos{File: p}, "no model files (*.yaml, *.yml) in this directory")
 		}
