@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/model"
+	"github.com/unsgate/unsgate/publish/mqtt"
 )
 
 // BenchOptions configures RunBench, the project's load tool.
@@ -312,38 +312,19 @@ var timestampKey = []byte(`"timestamp_ms":`)
 
 func subscribeLatency(ctx context.Context, addr, filter string) (*latencies, error) {
 	l := &latencies{}
-	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
+	_, err := mqtt.Subscribe(ctx, addr, "unsgate-bench-sub", []string{filter}, 1, func(p *paho.Publish) {
+		i := bytes.Index(p.Payload, timestampKey)
+		if i < 0 || p.Retain {
+			return
+		}
+		rest := p.Payload[i+len(timestampKey):]
+		j := bytes.IndexByte(rest, ',')
+		if ts, err := strconv.ParseInt(string(rest[:max(j, 0)]), 10, 64); err == nil {
+			l.add(time.Now().UnixMilli() - ts)
+		}
+	}, nil)
 	if err != nil {
-		return nil, err
-	}
-	c := paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			p := pr.Packet.Payload
-			i := bytes.Index(p, timestampKey)
-			if i < 0 || pr.Packet.Retain {
-				return true, nil
-			}
-			p = p[i+len(timestampKey):]
-			j := bytes.IndexByte(p, ',')
-			if ts, err := strconv.ParseInt(string(p[:max(j, 0)]), 10, 64); err == nil {
-				l.add(time.Now().UnixMilli() - ts)
-			}
-			return true, nil
-		}},
-	})
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := c.Connect(cctx, &paho.Connect{ClientID: "unsgate-bench-sub", CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{ReceiveMaximum: paho.Uint16(65535)}}); err != nil {
 		return nil, fmt.Errorf("bench subscriber: %w", err)
 	}
-	if _, err := c.Subscribe(cctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
-		return nil, fmt.Errorf("bench subscriber: %w", err)
-	}
-	go func() {
-		<-ctx.Done()
-		_ = c.Disconnect(&paho.Disconnect{})
-	}()
 	return l, nil
 }

@@ -3,12 +3,15 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"net"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/unsgate/unsgate/publish/mqtt"
 )
 
 // subscriber is a real MQTT v5 client that records every message it gets.
@@ -33,37 +36,24 @@ type uns struct {
 	Stale       bool   `json:"stale"`
 }
 
+var subscribers atomic.Int64 // for unique client ids
+
 func subscribe(t *testing.T, addr string, filters ...string) *subscriber {
 	t.Helper()
 	s := &subscriber{last: map[string]received{}}
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	id := fmt.Sprintf("test-sub-%s-%d", t.Name(), subscribers.Add(1))
+	_, err := mqtt.Subscribe(ctx, addr, id, filters, 1, func(p *paho.Publish) {
+		r := received{Topic: p.Topic, Payload: append([]byte(nil), p.Payload...), Retained: p.Retain, At: time.Now()}
+		s.mu.Lock()
+		s.msgs = append(s.msgs, r)
+		s.last[r.Topic] = r
+		s.mu.Unlock()
+	}, nil)
 	if err != nil {
-		t.Fatalf("dial broker: %v", err)
+		t.Fatal(err)
 	}
-	c := paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			r := received{Topic: pr.Packet.Topic, Payload: append([]byte(nil), pr.Packet.Payload...), Retained: pr.Packet.Retain, At: time.Now()}
-			s.mu.Lock()
-			s.msgs = append(s.msgs, r)
-			s.last[r.Topic] = r
-			s.mu.Unlock()
-			return true, nil
-		}},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "test-sub-" + t.Name(), CleanStart: true, KeepAlive: 30}); err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	subs := make([]paho.SubscribeOptions, len(filters))
-	for i, f := range filters {
-		subs[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
-	}
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return s
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/unsgate/unsgate/connectors/sim"
+	"github.com/unsgate/unsgate/publish/mqtt"
 )
 
 // When the test binary is started with this variable set, it is unsgate.
@@ -80,24 +81,13 @@ func TestRunStopsOnSIGTERM(t *testing.T) {
 	var c *paho.Client
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		conn, err := net.Dial("tcp", brokerAddr)
+		c, err = mqtt.Subscribe(context.Background(), brokerAddr, "run-test", []string{"acme/#"}, 1, func(p *paho.Publish) {
+			mu.Lock()
+			got = append(got, p.Topic+" "+string(p.Payload))
+			mu.Unlock()
+		}, nil)
 		if err == nil {
-			c = paho.NewClient(paho.ClientConfig{Conn: conn,
-				OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-					mu.Lock()
-					got = append(got, pr.Packet.Topic+" "+string(pr.Packet.Payload))
-					mu.Unlock()
-					return true, nil
-				}}})
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			_, err = c.Connect(ctx, &paho.Connect{ClientID: "run-test", CleanStart: true, KeepAlive: 30})
-			if err == nil {
-				_, err = c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "acme/#", QoS: 1}}})
-			}
-			cancel()
-			if err == nil {
-				break
-			}
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("cannot reach the gateway's broker: %v\n%s", err, stderr.String())

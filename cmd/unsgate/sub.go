@@ -5,12 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/unsgate/unsgate/publish/mqtt"
 )
 
 // cmdSub is a minimal MQTT v5 subscriber, so that the demo can be watched on
@@ -35,54 +35,35 @@ func cmdSub(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", strings.TrimPrefix(*addr, "mqtt://"))
-	if err != nil {
-		fmt.Fprintf(stderr, "unsgate sub: %v\n", err)
-		return 1
-	}
 	var mu sync.Mutex
-	seen := 0
-	closing := false
+	seen, closing := 0, false
 	done := make(chan struct{})
-	c := paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+	c, err := mqtt.Subscribe(ctx, *addr, fmt.Sprintf("unsgate-sub-%d", time.Now().UnixNano()%1e6), filters, 1,
+		func(p *paho.Publish) {
 			mu.Lock()
 			defer mu.Unlock()
 			if *count > 0 && seen >= *count {
-				return true, nil
+				return
 			}
 			flag := ""
-			if pr.Packet.Retain {
+			if p.Retain {
 				flag = " (retained)"
 			}
-			fmt.Fprintf(stdout, "%s %s%s\n", pr.Packet.Topic, pr.Packet.Payload, flag)
+			fmt.Fprintf(stdout, "%s %s%s\n", p.Topic, p.Payload, flag)
 			seen++
 			if *count > 0 && seen == *count {
 				close(done)
 			}
-			return true, nil
-		}},
-		OnClientError: func(err error) {
+		},
+		func(err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if !closing {
 				fmt.Fprintf(stderr, "unsgate sub: %v\n", err)
 			}
-		},
-	})
-	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-	defer ccancel()
-	if _, err := c.Connect(cctx, &paho.Connect{ClientID: fmt.Sprintf("unsgate-sub-%d", time.Now().UnixNano()%1e6), CleanStart: true, KeepAlive: 30}); err != nil {
-		fmt.Fprintf(stderr, "unsgate sub: connect %s: %v\n", *addr, err)
-		return 1
-	}
-	subs := make([]paho.SubscribeOptions, len(filters))
-	for i, f := range filters {
-		subs[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
-	}
-	if _, err := c.Subscribe(cctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
-		fmt.Fprintf(stderr, "unsgate sub: subscribe: %v\n", err)
+		})
+	if err != nil {
+		fmt.Fprintf(stderr, "unsgate sub: %v\n", err)
 		return 1
 	}
 	select {
@@ -95,6 +76,6 @@ func cmdSub(args []string, stdout, stderr io.Writer) int {
 	mu.Lock()
 	closing = true
 	mu.Unlock()
-	_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	_ = c.Disconnect(&paho.Disconnect{})
 	return 0
 }
