@@ -27,10 +27,10 @@ const shutdownSlack = 5 * time.Second
 
 // Gateway is one running unsgate instance: sources -> engine -> fan-out.
 type Gateway struct {
-	cfg    *Config
-	model  *model.Model
-	plan   *harmonize.Plan
-	logger *slog.Logger
+	cfg      *Config
+	presence string // the presence topic, fixed at New
+	plan     *harmonize.Plan
+	logger   *slog.Logger
 
 	// mu serialises the engine: sources call emit from their own
 	// goroutines, the engine is single-threaded by design, and Apply plus
@@ -124,7 +124,9 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, model: m, plan: plan, logger: logger}
+	// The model itself is not kept: the plan holds what runs, and the
+	// loaded model is the largest structure a big plant has.
+	g := &Gateway{cfg: cfg, presence: presenceTopic(cfg, m), plan: plan, logger: logger}
 	g.engine = harmonize.NewEngine(plan, harmonize.Options{Logger: logger})
 	queueLen := 0
 	if cfg.Sinks.MQTT != nil {
@@ -192,19 +194,22 @@ func dialAddr(listen string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// PresenceTopic is {prefix}/_gateways/{id}/status, the prefix being the
+// PresenceTopic is where the gateway announces itself (see presenceTopic).
+func (g *Gateway) PresenceTopic() string { return g.presence }
+
+// presenceTopic is {prefix}/_gateways/{id}/status, the prefix being the
 // configured presence path or the first two levels of the model's first
 // asset (enterprise/site with the default levels).
-func (g *Gateway) PresenceTopic() string {
-	prefix := g.cfg.Presence
-	if prefix == "" && len(g.model.Assets) > 0 {
-		levels := strings.Split(g.model.Assets[0].Path, "/")
+func presenceTopic(cfg *Config, m *model.Model) string {
+	prefix := cfg.Presence
+	if prefix == "" && m != nil && len(m.Assets) > 0 {
+		levels := strings.Split(m.Assets[0].Path, "/")
 		prefix = strings.Join(levels[:min(2, len(levels))], "/")
 	}
 	if prefix == "" {
-		return "_gateways/" + g.cfg.ID + "/status"
+		return "_gateways/" + cfg.ID + "/status"
 	}
-	return prefix + "/_gateways/" + g.cfg.ID + "/status"
+	return prefix + "/_gateways/" + cfg.ID + "/status"
 }
 
 // BrokerAddr is the embedded broker's bound address once Run has started
