@@ -56,6 +56,9 @@ func Load(path string) (*Config, *model.Model, *harmonize.Plan, error) {
 		return nil, nil, nil, err
 	}
 	m, plan, err := LoadModel(cfg, cfg.Models...)
+	if err != nil && !errors.As(err, new(model.Diagnostics)) {
+		err = fmt.Errorf("%s: models: %w", cfg.File, err) // which config named the missing path
+	}
 	return cfg, m, plan, err
 }
 

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -117,5 +116,3 @@ func printErr(stderr io.Writer, err error) {
 	}
 	fmt.Fprint(stderr, msg)
 }
-
-var errUsage = errors.New("usage")
