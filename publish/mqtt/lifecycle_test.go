@@ -91,6 +91,7 @@ func TestSinkCancelDuringConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	accepted := make(chan struct{}, 1)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -98,6 +99,10 @@ func TestSinkCancelDuringConnect(t *testing.T) {
 				return
 			}
 			defer c.Close()
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	sink := newSink(t, fastConfig("mqtt://"+ln.Addr().String()))
@@ -106,7 +111,11 @@ func TestSinkCancelDuringConnect(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sink.Run(ctx, q) }()
-	time.Sleep(300 * time.Millisecond)
+	select { // the sink has connected and now waits for a CONNACK
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sink never connected")
+	}
 	start := time.Now()
 	cancel()
 	select {
