@@ -170,7 +170,6 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		}
 		g.fanout.Add(sink)
 	}
-	g.fanout.SetTags(plan.Tags())
 	return g, nil
 }
 
@@ -266,8 +265,8 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 			return fmt.Errorf("embedded broker client: %w", err)
 		}
 		g.fanout.Add(sink)
-		g.fanout.SetTags(g.plan.Tags())
 	}
+	g.fanout.SetTags(g.plan.Tags()) // every sink is added by now
 
 	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSinks()
