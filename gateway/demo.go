@@ -104,7 +104,8 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	fmt.Fprintf(opts.Out, "  presence       %s\n", g.PresenceTopic())
 	fmt.Fprintf(opts.Out, "Watch the namespace from another shell:\n")
 	fmt.Fprintf(opts.Out, "  go run ./cmd/unsgate sub --broker %s '#'\n", addr)
-	fmt.Fprintf(opts.Out, "  mosquitto_sub -V mqttv5 -h %s -p %s -t '#' -v\n", hostOf(addr), portOf(addr))
+	host, port, _ := net.SplitHostPort(addr) // the broker's own bound address
+	fmt.Fprintf(opts.Out, "  mosquitto_sub -V mqttv5 -h %s -p %s -t '#' -v\n", host, port)
 	fmt.Fprintf(opts.Out, "Ctrl-C stops the demo.\n")
 	if opts.Started != nil {
 		opts.Started(g)
@@ -128,20 +129,4 @@ func readModelFS(fsys fs.FS) ([]model.File, error) {
 		files = append(files, model.File{Name: "models/" + name, Data: data})
 	}
 	return files, nil
-}
-
-func hostOf(addr string) string {
-	h, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return h
-}
-
-func portOf(addr string) string {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return ""
-	}
-	return p
 }
