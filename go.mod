@@ -12,6 +12,7 @@ require (
 
 require (
 	github.com/goburrow/serial v0.1.0 // indirect
+	github.com/gopcua/opcua v0.9.0 // indirect
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/rs/xid v1.4.0 // indirect
 	golang.org/x/net v0.43.0 // indirect

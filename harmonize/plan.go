@@ -126,5 +126,10 @@ func cloneAddress(a *model.Address) *model.Address {
 		m := *a.Modbus
 		c.Modbus = &m
 	}
+	if a.OPCUA != nil {
+		u := *a.OPCUA
+		u.BrowsePath = append([]string(nil), a.OPCUA.BrowsePath...)
+		c.OPCUA = &u
+	}
 	return &c
 }

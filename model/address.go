@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // AddressOptions are the tag keys that qualify an address in a model file,
@@ -14,6 +15,11 @@ type AddressOptions struct {
 	Order  string // byte order name (ABCD, CDAB, ...); "" = ABCD
 	Offset int    // added to the register or bit number (the instance's offset)
 	UnitID int    // Modbus unit id 0..255; 0 = the source's default
+
+	// OPC UA monitoring options (zero = the source's default).
+	Sampling  time.Duration
+	QueueSize int
+	Deadband  float64
 }
 
 // Fields an AddressError can blame, named like the model file keys.
@@ -24,6 +30,10 @@ const (
 	FieldOrder   = "order"
 	FieldOffset  = "offset"
 	FieldUnitID  = "unit_id"
+
+	FieldSampling     = "sampling"
+	FieldQueueSize    = "queue_size"
+	FieldDataDeadband = "data_change_deadband"
 )
 
 // AddressError is a problem with an address definition. Field names the
@@ -59,7 +69,7 @@ var areaList = []string{"holding", "input", "coil", "discrete", "hr", "ir", "co"
 // ParseAddress parses the address text of a tag (as written in the model
 // file) together with its qualifying keys, and returns the resolved binding
 // with Key set. Every protocol's address form is recognized here, so adding
-// one (OPC UA node ids) means adding a case to this function.
+// one means adding a case to this function.
 //
 // Modbus forms are AREA:NUMBER and AREA:NUMBER.BIT, with AREA one of holding
 // (hr), input (ir), coil (co), discrete (di), NUMBER the 0-based protocol
@@ -70,10 +80,23 @@ func ParseAddress(text string, opt AddressOptions) (*Address, error) {
 	s := strings.TrimSpace(text)
 	switch {
 	case s == "":
-		return nil, addrErr(FieldAddress, "address is empty; write AREA:NUMBER, e.g. holding:10")
-	case strings.HasPrefix(s, "ns=") || strings.HasPrefix(s, "nsu=") || strings.HasPrefix(s, "i=") ||
-		strings.HasPrefix(s, "s=") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "opc.tcp:"):
-		return nil, addrErr(FieldAddress, "OPC UA node ids are not supported yet; Modbus addresses look like holding:10")
+		return nil, addrErr(FieldAddress, "address is empty; write AREA:NUMBER for Modbus (holding:10) or a node id for OPC UA (ns=2;s=Name)")
+	case strings.HasPrefix(s, "opc.tcp:"):
+		return nil, addrErr(FieldAddress, "an address names a node, not a server; put the endpoint URL in the gateway config's source and write the node id here, e.g. ns=2;s=Name")
+	case isOPCUAText(s):
+		ua, err := parseOPCUA(s, opt)
+		if err != nil {
+			return nil, err
+		}
+		return &Address{Protocol: ProtocolOPCUA, Text: text, OPCUA: ua, Key: ua.Key()}, nil
+	}
+	switch {
+	case opt.Sampling != 0:
+		return nil, addrErr(FieldSampling, "sampling only applies to OPC UA nodes; a Modbus tag's read interval is poll")
+	case opt.QueueSize != 0:
+		return nil, addrErr(FieldQueueSize, "queue_size only applies to OPC UA nodes")
+	case opt.Deadband != 0:
+		return nil, addrErr(FieldDataDeadband, "data_change_deadband only applies to OPC UA nodes; use deadband for Modbus tags")
 	}
 	ma, err := parseModbus(s, opt)
 	if err != nil {

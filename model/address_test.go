@@ -2,8 +2,10 @@ package model
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseAddress(t *testing.T) {
@@ -114,9 +116,32 @@ func TestParseAddressErrors(t *testing.T) {
 		{"holding:1.a", AddressOptions{}, FieldAddress, `bit number "a" is not a decimal number`},
 		{"coil:1.1", AddressOptions{}, FieldAddress, `coil addresses are single bits already; remove ".1"`},
 		{"discrete:1.0", AddressOptions{}, FieldAddress, `discrete addresses are single bits already`},
-		{"ns=2;s=Line1/Speed", AddressOptions{}, FieldAddress, "OPC UA node ids are not supported yet"},
-		{"nsu=urn:x;i=5", AddressOptions{}, FieldAddress, "OPC UA node ids are not supported yet"},
-		{"/Objects/Line1", AddressOptions{}, FieldAddress, "OPC UA node ids are not supported yet"},
+		{"ns=2;i=x", AddressOptions{}, FieldAddress, `numeric identifier "x" is not a decimal number`},
+		{"ns=2;i=4294967296", AddressOptions{}, FieldAddress, "numeric identifier 4294967296 is out of range (0..4294967295)"},
+		{"ns=65536;i=1", AddressOptions{}, FieldAddress, "namespace index 65536 is out of range (0..65535)"},
+		{"ns=;i=1", AddressOptions{}, FieldAddress, "missing namespace index"},
+		{"ns=2", AddressOptions{}, FieldAddress, "missing identifier after the namespace index; write ns=2;s=Name"},
+		{"ns=2;x=1", AddressOptions{}, FieldAddress, `unknown identifier type "x"; use i= (numeric), s= (string), g= (GUID) or b= (opaque)`},
+		{"ns=2;Speed", AddressOptions{}, FieldAddress, "want an identifier i=, s=, g= or b= after the namespace"},
+		{"ns=2;s=", AddressOptions{}, FieldAddress, "empty string identifier after s="},
+		{"ns=2;g=1234", AddressOptions{}, FieldAddress, `GUID "1234": want 8-4-4-4-12 hexadecimal digits`},
+		{"ns=2;g=72962b91-fa75-4ae6-8d28-b404dc7daf6z", AddressOptions{}, FieldAddress, "want 8-4-4-4-12 hexadecimal digits"},
+		{"ns=2;b=!!", AddressOptions{}, FieldAddress, `opaque identifier "!!" is not non-empty standard base64`},
+		{"nsu=urn:x", AddressOptions{}, FieldAddress, "missing identifier after the namespace URI; write nsu=URI;s=Name"},
+		{"nsu=;s=a", AddressOptions{}, FieldAddress, "empty namespace URI after nsu="},
+		{"/Objects//Speed", AddressOptions{}, FieldAddress, `browse path "/Objects//Speed" has an empty name at segment 2`},
+		{"/", AddressOptions{}, FieldAddress, "has an empty name at segment 1"},
+		{"/Objects/A\\", AddressOptions{}, FieldAddress, "ends with a lone"},
+		{"opc.tcp://host:4840", AddressOptions{}, FieldAddress, "an address names a node, not a server"},
+		{"ns=2;s=A", AddressOptions{Type: "float32"}, FieldType, "type only applies to Modbus addresses; an OPC UA node carries its own type"},
+		{"ns=2;s=A", AddressOptions{Order: "CDAB"}, FieldOrder, "order only applies to Modbus addresses"},
+		{"ns=2;s=A", AddressOptions{Length: 3}, FieldLength, "length only applies to Modbus addresses"},
+		{"ns=2;s=A", AddressOptions{Sampling: -1}, FieldSampling, "sampling interval -1ns is negative"},
+		{"ns=2;s=A", AddressOptions{QueueSize: -1}, FieldQueueSize, "queue_size -1 is negative"},
+		{"ns=2;s=A", AddressOptions{Deadband: -0.5}, FieldDataDeadband, "data_change_deadband -0.5 must be a finite number >= 0"},
+		{"holding:1", AddressOptions{Sampling: time.Second}, FieldSampling, "sampling only applies to OPC UA nodes"},
+		{"holding:1", AddressOptions{QueueSize: 5}, FieldQueueSize, "queue_size only applies to OPC UA nodes"},
+		{"holding:1", AddressOptions{Deadband: 1}, FieldDataDeadband, "data_change_deadband only applies to OPC UA nodes"},
 		{"holding:1", AddressOptions{Type: "unit16"}, FieldType, `unknown type "unit16" (did you mean "uint16"?)`},
 		{"holding:1", AddressOptions{Type: "double"}, FieldType, `unknown type "double"; use bool`},
 		{"coil:1", AddressOptions{Type: "uint16"}, FieldType, "coil addresses hold single bits: type must be bool, not uint16"},
@@ -170,7 +195,7 @@ func TestParseAddressErrors(t *testing.T) {
 }
 
 func FuzzParseAddress(f *testing.F) {
-	for _, s := range []string{"holding:0", "hr:10.3", "coil:65535", "di:1", "input:65534", "x", "holding:1.", "ns=2;i=4"} {
+	for _, s := range []string{"holding:0", "hr:10.3", "coil:65535", "di:1", "input:65534", "x", "holding:1.", "ns=2;i=4", "nsu=urn:a;s=b", "/Objects/A\\/B", "ns=1;g=72962B91-FA75-4AE6-8D28-B404DC7DAF63", "b=AAE="} {
 		f.Add(s, "", 0, "", 0)
 	}
 	f.Add("holding:1", "string", 8, "BADC", 100)
@@ -180,6 +205,17 @@ func FuzzParseAddress(f *testing.F) {
 		if err != nil {
 			if a != nil {
 				t.Fatal("address returned with error")
+			}
+			return
+		}
+		if a.OPCUA != nil {
+			if a.Modbus != nil || a.Protocol != ProtocolOPCUA || a.Key != a.OPCUA.Key() {
+				t.Fatalf("inconsistent OPC UA address %+v", a)
+			}
+			// The key is itself a valid address that means the same node.
+			again, err := ParseAddress(a.Key, AddressOptions{})
+			if err != nil || again.Key != a.Key {
+				t.Fatalf("key %q does not parse back to itself: %v %+v", a.Key, err, again)
 			}
 			return
 		}
@@ -198,4 +234,84 @@ func FuzzParseAddress(f *testing.F) {
 			t.Fatalf("key %q != %q", a.Key, m.Key())
 		}
 	})
+}
+
+func TestParseOPCUAAddress(t *testing.T) {
+	tests := []struct {
+		text string
+		want OPCUAAddress
+		key  string
+	}{
+		{"ns=2;s=Line1.Filler.Speed", OPCUAAddress{Namespace: 2, IDType: 's', ID: "Line1.Filler.Speed"}, "ns=2;s=Line1.Filler.Speed"},
+		{"ns=3;i=1001", OPCUAAddress{Namespace: 3, IDType: 'i', ID: "1001"}, "ns=3;i=1001"},
+		{"i=2258", OPCUAAddress{IDType: 'i', ID: "2258"}, "i=2258"},
+		{"ns=0;i=2258", OPCUAAddress{IDType: 'i', ID: "2258"}, "i=2258"},
+		{"ns=2;i=007", OPCUAAddress{Namespace: 2, IDType: 'i', ID: "7"}, "ns=2;i=7"},
+		{"ns=2;s=a;b=c", OPCUAAddress{Namespace: 2, IDType: 's', ID: "a;b=c"}, "ns=2;s=a;b=c"},
+		{"ns=4;g={72962B91-FA75-4AE6-8D28-B404DC7DAF63}", OPCUAAddress{Namespace: 4, IDType: 'g', ID: "72962b91-fa75-4ae6-8d28-b404dc7daf63"}, "ns=4;g=72962b91-fa75-4ae6-8d28-b404dc7daf63"},
+		{"ns=5;b=M/RbKBsRVkePCePcx24oRA==", OPCUAAddress{Namespace: 5, IDType: 'b', ID: "M/RbKBsRVkePCePcx24oRA=="}, "ns=5;b=M/RbKBsRVkePCePcx24oRA=="},
+		{"nsu=urn:unsgate:sim;s=Line2.Speed", OPCUAAddress{NamespaceURI: "urn:unsgate:sim", IDType: 's', ID: "Line2.Speed"}, "nsu=urn:unsgate:sim;s=Line2.Speed"},
+		{"nsu=http://example.com/UA/;i=5", OPCUAAddress{NamespaceURI: "http://example.com/UA/", IDType: 'i', ID: "5"}, "nsu=http://example.com/UA/;i=5"},
+		{"/Objects/Line1/Filler/Speed", OPCUAAddress{BrowsePath: []string{"Objects", "Line1", "Filler", "Speed"}}, "/Objects/Line1/Filler/Speed"},
+		{`/Objects/2:Line1/a\/b/c\\d`, OPCUAAddress{BrowsePath: []string{"Objects", "2:Line1", "a/b", `c\d`}}, `/Objects/2:Line1/a\/b/c\\d`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.text, func(t *testing.T) {
+			a, err := ParseAddress(tt.text, AddressOptions{Sampling: 250 * time.Millisecond, QueueSize: 4, Deadband: 0.5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tt.want
+			want.Sampling, want.QueueSize, want.Deadband = 250*time.Millisecond, 4, 0.5
+			if a.Protocol != ProtocolOPCUA || a.Modbus != nil || !reflect.DeepEqual(*a.OPCUA, want) {
+				t.Fatalf("got %+v %+v, want %+v", a, a.OPCUA, want)
+			}
+			if a.Key != tt.key || a.Text != tt.text {
+				t.Errorf("key %q text %q, want key %q text %q", a.Key, a.Text, tt.key, tt.text)
+			}
+		})
+	}
+}
+
+func TestSplitQualified(t *testing.T) {
+	for _, tt := range []struct {
+		seg  string
+		ns   uint16
+		name string
+		ok   bool
+	}{{"2:Line1", 2, "Line1", true}, {"Line1", 0, "Line1", false}, {"x:Line1", 0, "x:Line1", false}, {"70000:A", 0, "70000:A", false}, {"3:", 0, "3:", false}} {
+		ns, name, ok := SplitQualified(tt.seg)
+		if ns != tt.ns || name != tt.name || ok != tt.ok {
+			t.Errorf("SplitQualified(%q) = %d %q %v, want %d %q %v", tt.seg, ns, name, ok, tt.ns, tt.name, tt.ok)
+		}
+	}
+}
+
+func TestExpandParams(t *testing.T) {
+	params := map[string]Value{"node": StringValue("Line2.Filler1"), "id": IntValue(7), "nodef": Null()}
+	lookup := func(n string) (Value, bool) { v, ok := params[n]; return v, ok }
+	for _, tt := range []struct {
+		in, out  string
+		complete bool
+		err      string
+	}{
+		{"ns=2;s={node}.Speed", "ns=2;s=Line2.Filler1.Speed", true, ""},
+		{"ns=2;i={id}", "ns=2;i=7", true, ""},
+		{"holding:1", "holding:1", true, ""},
+		{"ns=2;s={nodef}.x", "ns=2;s=null.x", false, ""},
+		{"ns=2;s={nope}", "", false, `{nope}: the asset type declares no param "nope"`},
+		{"ns=2;s={a b}", "", false, "{a b} does not name a param"},
+		{"ns=2;s={node", "", false, "unclosed { at column 8"},
+	} {
+		out, complete, err := expandParams(tt.in, lookup)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("expandParams(%q) error %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || out != tt.out || complete != tt.complete {
+			t.Errorf("expandParams(%q) = %q %v %v, want %q %v", tt.in, out, complete, err, tt.out, tt.complete)
+		}
+	}
 }

@@ -194,6 +194,10 @@ type tagDoc struct {
 	Heartbeat   At[time.Duration]  `yaml:"heartbeat"`
 	Datatype    At[string]         `yaml:"datatype"`
 	Poll        At[time.Duration]  `yaml:"poll"`
+	// OPC UA monitoring options.
+	Sampling     At[time.Duration] `yaml:"sampling"`
+	QueueSize    At[int]           `yaml:"queue_size"`
+	DataDeadband At[float64]       `yaml:"data_change_deadband"`
 }
 
 type assetDoc struct {
@@ -347,7 +351,7 @@ func (l *loader) addTypes(doc *fileDoc) {
 			}
 		}
 		for j := range kv.Value.Tags {
-			td := l.checkTag(&kv.Value.Tags[j])
+			td := l.checkTag(&kv.Value.Tags[j], t.params)
 			t.tags = append(t.tags, td)
 			if td.doc.Address.Present() {
 				t.hasAddressed = true
@@ -357,7 +361,7 @@ func (l *loader) addTypes(doc *fileDoc) {
 }
 
 // checkTag validates one tag of a type and prepares its template.
-func (l *loader) checkTag(kv *KV[tagDoc]) *tagDef {
+func (l *loader) checkTag(kv *KV[tagDoc], params OrderedMap[Value]) *tagDef {
 	doc := &kv.Value
 	td := &tagDef{doc: doc}
 	tag := &td.template
@@ -375,16 +379,36 @@ func (l *loader) checkTag(kv *KV[tagDoc]) *tagDef {
 	}
 
 	switch {
-	case doc.Address.Failed() || doc.Type.Failed() || doc.Length.Failed() || doc.Order.Failed():
+	case doc.Address.Failed() || doc.Type.Failed() || doc.Length.Failed() || doc.Order.Failed() ||
+		doc.Sampling.Failed() || doc.QueueSize.Failed() || doc.DataDeadband.Failed():
 		// already reported; checking the address would only repeat it
 	case doc.Address.Present():
-		td.addrOpt = AddressOptions{Type: doc.Type.V, Length: doc.Length.V, Order: doc.Order.V}
-		if doc.Length.Valid() && doc.Length.V == 0 {
+		td.addrOpt = AddressOptions{Type: doc.Type.V, Length: doc.Length.V, Order: doc.Order.V,
+			Sampling: doc.Sampling.V, QueueSize: doc.QueueSize.V, Deadband: doc.DataDeadband.V}
+		text, complete, err := expandParams(doc.Address.V, func(name string) (Value, bool) {
+			v, ok := params.Get(name)
+			if v.Kind() == KindString && v.Str() == "" {
+				v = Null() // an empty default only declares a text param
+			}
+			return v, ok
+		})
+		switch {
+		case err != nil:
+			l.errorf(doc.Address.Pos, "bad address %q: %v", doc.Address.V, err)
+		case doc.Length.Valid() && doc.Length.V == 0:
 			l.errorf(doc.Length.Pos, "length 0 is out of range (1..%d registers)", maxStringLength)
-		} else if _, err := ParseAddress(doc.Address.V, td.addrOpt); err != nil {
-			l.addressError(err, doc, doc.Address.Pos, "")
-		} else {
+		case doc.Sampling.Valid() && doc.Sampling.V <= 0:
+			l.errorf(doc.Sampling.Pos, "sampling must be more than 0, got %s", doc.Sampling.V)
+		case !complete:
+			// A param without a default: each instance's address is
+			// checked with its own value.
 			td.addrOK = true
+		default:
+			if _, err := ParseAddress(text, td.addrOpt); err != nil {
+				l.addressError(err, doc, doc.Address.Pos, "")
+			} else {
+				td.addrOK = true
+			}
 		}
 	default:
 		for _, k := range []struct {
@@ -396,6 +420,9 @@ func (l *loader) checkTag(kv *KV[tagDoc]) *tagDef {
 			{"length", doc.Length.Present(), doc.Length.Pos},
 			{"order", doc.Order.Present(), doc.Order.Pos},
 			{"poll", doc.Poll.Present(), doc.Poll.Pos},
+			{"sampling", doc.Sampling.Present(), doc.Sampling.Pos},
+			{"queue_size", doc.QueueSize.Present(), doc.QueueSize.Pos},
+			{"data_change_deadband", doc.DataDeadband.Present(), doc.DataDeadband.Pos},
 		} {
 			if k.present {
 				l.errorf(k.pos, "%s only applies to a tag with an address (tag %q has none)", k.name, kv.Key)
@@ -435,7 +462,7 @@ func (l *loader) checkTag(kv *KV[tagDoc]) *tagDef {
 		k, ok := parseKind(doc.Datatype.V)
 		if !ok {
 			l.errorf(doc.Datatype.Pos, "unknown datatype %q%s; use bool, int64, uint64, float64 or string",
-				doc.Datatype.V, didYouMean(doc.Datatype.V, kindNames[1:]))
+				doc.Datatype.V, didYouMean(doc.Datatype.V, kindNames[1:KindArray]))
 		}
 		tag.Datatype = k
 	}
@@ -474,12 +501,24 @@ func (l *loader) addressError(err error, doc *tagDoc, offsetPos Pos, what string
 		}
 	case FieldOffset, FieldUnitID:
 		pos = offsetPos
+	case FieldSampling:
+		if doc.Sampling.Present() {
+			pos = doc.Sampling.Pos
+		}
+	case FieldQueueSize:
+		if doc.QueueSize.Present() {
+			pos = doc.QueueSize.Pos
+		}
+	case FieldDataDeadband:
+		if doc.DataDeadband.Present() {
+			pos = doc.DataDeadband.Pos
+		}
 	}
 	l.errorf(pos, "%s%s", what, msg)
 }
 
 func parseKind(s string) (Kind, bool) {
-	for i, n := range kindNames {
+	for i, n := range kindNames[:KindArray] { // arrays are raw values only
 		if i > 0 && n == s {
 			return Kind(i), true
 		}
@@ -615,8 +654,21 @@ func (l *loader) addAsset(kv *KV[assetDoc], base string, baseOK bool) *Asset {
 			opt := td.addrOpt
 			opt.Offset = offset
 			opt.UnitID = a.UnitID
-			addr, err := ParseAddress(td.doc.Address.V, opt)
-			if err != nil {
+			text, _, err := expandParams(td.doc.Address.V, func(name string) (Value, bool) {
+				v, ok := a.Params[name]
+				return v, ok
+			})
+			var addr *Address
+			if err == nil {
+				addr, err = ParseAddress(text, opt)
+			}
+			var ae *AddressError
+			switch {
+			case err != nil && text != td.doc.Address.V && errors.As(err, &ae) && ae.Field == FieldAddress:
+				// The instance's params made the address wrong: point at
+				// the instance.
+				l.errorf(kv.KeyPos, "tag %q: address %q expands to %q: %s", tag.Name, td.doc.Address.V, text, ae.Msg)
+			case err != nil:
 				l.addressError(err, td.doc, offsetPos, fmt.Sprintf("tag %q: ", tag.Name))
 			}
 			tag.Address = addr

@@ -93,6 +93,7 @@ type Address struct {
 	Protocol Protocol
 	Text     string         // as written in the model file
 	Modbus   *ModbusAddress // set when Protocol is ProtocolModbus
+	OPCUA    *OPCUAAddress  // set when Protocol is ProtocolOPCUA
 	// Key identifies the binding between the engine and the source: the
 	// source is given the key and echoes it in Sample.Address. Equal keys
 	// mean the same raw value, so a source reads it once.

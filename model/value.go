@@ -16,9 +16,10 @@ const (
 	KindUint   // uint64
 	KindFloat  // float64
 	KindString // UTF-8 text
+	KindArray  // one-dimensional array of scalars (OPC UA arrays)
 )
 
-var kindNames = [...]string{"null", "bool", "int64", "uint64", "float64", "string"}
+var kindNames = [...]string{"null", "bool", "int64", "uint64", "float64", "string", "array"}
 
 // String returns the datatype name used in _meta messages and diagnostics.
 func (k Kind) String() string {
@@ -37,6 +38,9 @@ type Value struct {
 	f32 bool
 	n   uint64 // bool (0/1), int64, uint64 or float64 bits
 	s   string
+	// arr holds the elements of an array; a pointer keeps Value small and
+	// comparable. The elements are never modified after creation.
+	arr *[]Value
 }
 
 func Null() Value { return Value{} }
@@ -52,6 +56,10 @@ func UintValue(u uint64) Value   { return Value{kind: KindUint, n: u} }
 func FloatValue(f float64) Value { return Value{kind: KindFloat, n: math.Float64bits(f)} }
 func StringValue(s string) Value { return Value{kind: KindString, s: s} }
 
+// ArrayValue holds a one-dimensional array; it keeps elems, which the
+// caller must not modify afterwards.
+func ArrayValue(elems []Value) Value { return Value{kind: KindArray, arr: &elems} }
+
 // Float32Value holds a 32-bit float. Its float64 value is the exact
 // widening; it is formatted with the shortest text that identifies the
 // float32, which is what the device meant.
@@ -66,6 +74,15 @@ func (v Value) Int() int64     { return int64(v.n) }
 func (v Value) Uint() uint64   { return v.n }
 func (v Value) Float() float64 { return math.Float64frombits(v.n) }
 func (v Value) Str() string    { return v.s }
+
+// Elems returns the elements of an array (nil for other kinds); do not
+// modify them.
+func (v Value) Elems() []Value {
+	if v.arr == nil {
+		return nil
+	}
+	return *v.arr
+}
 
 // AsFloat converts a numeric or boolean value to float64. ok is false for
 // null and string values.
@@ -86,6 +103,18 @@ func (v Value) AsFloat() (f float64, ok bool) {
 // Equal reports whether v and o have the same kind and the same value.
 // NaN equals NaN here, so an unchanged NaN is not reported as a change.
 func (v Value) Equal(o Value) bool {
+	if v.kind == KindArray && o.kind == KindArray {
+		a, b := v.Elems(), o.Elems()
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if !a[i].Equal(b[i]) {
+				return false
+			}
+		}
+		return true
+	}
 	return v.kind == o.kind && v.n == o.n && v.s == o.s
 }
 
@@ -105,6 +134,12 @@ func (v Value) Interface() any {
 		return v.Float()
 	case KindString:
 		return v.s
+	case KindArray:
+		out := make([]any, len(v.Elems()))
+		for i, e := range v.Elems() {
+			out[i] = e.Interface()
+		}
+		return out
 	}
 	return nil
 }
@@ -143,6 +178,19 @@ func FromInterface(x any) (Value, error) {
 		return FloatValue(t), nil
 	case string:
 		return StringValue(t), nil
+	case []any:
+		elems := make([]Value, len(t))
+		for i, e := range t {
+			v, err := FromInterface(e)
+			if err != nil {
+				return Null(), fmt.Errorf("element %d: %w", i, err)
+			}
+			if v.kind == KindArray {
+				return Null(), fmt.Errorf("element %d: nested arrays are not supported", i)
+			}
+			elems[i] = v
+		}
+		return ArrayValue(elems), nil
 	}
 	return Null(), fmt.Errorf("unsupported value type %T", x)
 }
@@ -160,6 +208,15 @@ func (v Value) String() string {
 		return strconv.FormatFloat(v.Float(), 'g', -1, v.bits())
 	case KindString:
 		return v.s
+	case KindArray:
+		b := []byte{'['}
+		for i, e := range v.Elems() {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, e.String()...)
+		}
+		return string(append(b, ']'))
 	}
 	return "null"
 }
@@ -208,6 +265,15 @@ func (v Value) AppendJSON(dst []byte) []byte {
 		return appendFloat(dst, f, v.bits())
 	case KindString:
 		return AppendJSONString(dst, v.s)
+	case KindArray:
+		dst = append(dst, '[')
+		for i, e := range v.Elems() {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = e.AppendJSON(dst)
+		}
+		return append(dst, ']')
 	}
 	return append(dst, "null"...)
 }

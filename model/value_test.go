@@ -61,3 +61,30 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 	})
 }
+
+func TestArrayValue(t *testing.T) {
+	a := ArrayValue([]Value{IntValue(-1), Float32Value(0.1), StringValue(`q"`), BoolValue(true), UintValue(1 << 60)})
+	if got := string(a.AppendJSON(nil)); got != `[-1,0.1,"q\"",true,"1152921504606846976"]` {
+		t.Errorf("JSON %s", got)
+	}
+	if got := a.String(); got != `[-1, 0.1, q", true, 1152921504606846976]` {
+		t.Errorf("String %s", got)
+	}
+	b := ArrayValue([]Value{IntValue(-1), Float32Value(0.1), StringValue(`q"`), BoolValue(true), UintValue(1 << 60)})
+	if !a.Equal(b) || a.Equal(ArrayValue(nil)) || a.Equal(IntValue(1)) {
+		t.Error("array equality is wrong")
+	}
+	if _, ok := a.AsFloat(); ok {
+		t.Error("array converted to float")
+	}
+	back, err := FromInterface(a.Interface())
+	if err != nil || len(back.Elems()) != 5 || back.Elems()[0].Int() != -1 || back.Elems()[2].Str() != `q"` {
+		t.Errorf("round trip: %v %v", back, err)
+	}
+	if _, err := FromInterface([]any{[]any{1}}); err == nil {
+		t.Error("nested array accepted")
+	}
+	if got := string(ArrayValue(nil).AppendJSON(nil)); got != "[]" {
+		t.Errorf("empty array JSON %s", got)
+	}
+}
