@@ -66,6 +66,9 @@ type tagState struct {
 	logWall  int64 // unix ns of the last error logged for this tag
 	logSkip  uint32
 	logged   bool
+	status   uint32 // protocol status of the reading behind cur (addressed tags)
+	rawSt    uint32
+	pubSt    uint32
 	q        model.Quality
 	rawQ     model.Quality
 	pubQ     model.Quality
@@ -169,12 +172,12 @@ func (e *Engine) Apply(batch []model.Sample, out []model.Point) []model.Point {
 			st := &e.state[ti]
 			if spec.computed {
 				// Evaluated with its tag inputs in the dependency pass.
-				st.raw, st.rawQ, st.rawStale, st.rawT, st.rawSeen = s.Value, s.Quality, s.Stale, s.Time(), true
+				st.raw, st.rawQ, st.rawStale, st.rawT, st.rawSeen, st.rawSt = s.Value, s.Quality, s.Stale, s.Time(), true, s.Status
 				e.markDirty(ti, spec)
 				continue
 			}
 			v, q := e.harmonize(ti, spec, s.Value, s.Quality, &c)
-			out = e.update(ti, spec, v, q, s.Stale, s.Time(), s.Value, out, &c)
+			out = e.update(ti, spec, v, q, s.Stale, s.Status, s.Time(), s.Value, out, &c)
 		}
 	}
 	out = e.recompute(out, &c)
@@ -219,12 +222,13 @@ func (e *Engine) evalComputed(ti int32, out []model.Point, c *batchState) []mode
 	st := &e.state[ti]
 	q := model.QualityGood
 	stale := false
+	var status uint32
 	var t time.Time
 	if spec.addressed {
 		if !st.rawSeen {
 			return out
 		}
-		q, stale, t = st.rawQ, st.rawStale, st.rawT
+		q, stale, t, status = st.rawQ, st.rawStale, st.rawT, st.rawSt
 	}
 	for _, r := range spec.refs {
 		in := &e.state[r]
@@ -238,7 +242,7 @@ func (e *Engine) evalComputed(ti int32, out []model.Point, c *batchState) []mode
 		}
 	}
 	v, q := e.harmonize(ti, spec, st.raw, q, c)
-	return e.update(ti, spec, v, q, stale, t, st.raw, out, c)
+	return e.update(ti, spec, v, q, stale, status, t, st.raw, out, c)
 }
 
 // harmonize computes a tag's value from its raw value (and, through the
@@ -307,7 +311,7 @@ func (e *Engine) eval(ti int32, spec *tagSpec, raw model.Value) (v model.Value, 
 		e.envs[ti] = env
 	}
 	for k, name := range prog.names {
-		env[name] = f.boxed(k, prog.types[k], spec, e.state)
+		env[name] = f.boxed(k, prog.types[k], spec, e.state, raw)
 	}
 	x, err := e.vm.Run(prog.vm, env)
 	if err != nil {
@@ -359,7 +363,7 @@ func (f *frame) load(k int, typ envType, v model.Value) error {
 }
 
 // boxed returns slot k's value as the VM expects it.
-func (f *frame) boxed(k int, typ envType, spec *tagSpec, state []tagState) any {
+func (f *frame) boxed(k int, typ envType, spec *tagSpec, state []tagState, raw model.Value) any {
 	switch typ {
 	case tInt:
 		return f.ints[k]
@@ -372,7 +376,7 @@ func (f *frame) boxed(k int, typ envType, spec *tagSpec, state []tagState) any {
 	}
 	// Untyped inputs were only checked for null by load; box them now.
 	s := &spec.slots[k]
-	var in model.Value
+	in := raw // slotRaw: an OPC UA value, typed only at run time
 	switch s.kind {
 	case slotParam:
 		in = s.param
@@ -388,10 +392,10 @@ func (f *frame) boxed(k int, typ envType, spec *tagSpec, state []tagState) any {
 
 // update stores a tag's new reading, marks the tags that read it, and
 // publishes it unless report by exception suppresses it.
-func (e *Engine) update(ti int32, spec *tagSpec, v model.Value, q model.Quality, stale bool, t time.Time, raw model.Value, out []model.Point, c *batchState) []model.Point {
+func (e *Engine) update(ti int32, spec *tagSpec, v model.Value, q model.Quality, stale bool, status uint32, t time.Time, raw model.Value, out []model.Point, c *batchState) []model.Point {
 	st := &e.state[ti]
 	changed := !st.seen || q != st.q || stale != st.stale || !v.Equal(st.cur)
-	st.cur, st.q, st.stale, st.t, st.seen = v, q, stale, t, true
+	st.cur, st.q, st.stale, st.t, st.seen, st.status = v, q, stale, t, true, status
 	if spec.addressed {
 		st.raw = raw
 	}
@@ -400,7 +404,7 @@ func (e *Engine) update(ti int32, spec *tagSpec, v model.Value, q model.Quality,
 			e.markDirty(d, &e.plan.specs[d])
 		}
 	}
-	if st.pubSeen && spec.onChange && q == st.pubQ && stale == st.pubStale && !exceeds(spec.deadband, st.pub, v) {
+	if st.pubSeen && spec.onChange && q == st.pubQ && stale == st.pubStale && status == st.pubSt && !exceeds(spec.deadband, st.pub, v) {
 		c.suppressed++
 		return out
 	}
@@ -413,7 +417,7 @@ func (e *Engine) update(ti int32, spec *tagSpec, v model.Value, q model.Quality,
 }
 
 func (e *Engine) publish(ti int32, st *tagState, wall int64, out []model.Point) []model.Point {
-	st.pub, st.pubQ, st.pubStale, st.pubSeen, st.pubWall = st.cur, st.q, st.stale, true, wall
+	st.pub, st.pubQ, st.pubStale, st.pubSeen, st.pubWall, st.pubSt = st.cur, st.q, st.stale, true, wall, st.status
 	var raw model.Value
 	if e.plan.specs[ti].addressed {
 		raw = st.raw
@@ -424,6 +428,7 @@ func (e *Engine) publish(ti int32, st *tagState, wall int64, out []model.Point) 
 		Raw:     raw,
 		Quality: st.q,
 		Stale:   st.stale,
+		Status:  st.status,
 		Time:    st.t,
 	})
 }
@@ -484,7 +489,7 @@ func (e *Engine) Snapshot(out []model.Point) []model.Point {
 		if e.plan.specs[ti].addressed {
 			raw = st.raw
 		}
-		out = append(out, model.Point{Meta: e.plan.tags[ti], Value: st.cur, Raw: raw, Quality: st.q, Stale: st.stale, Time: st.t})
+		out = append(out, model.Point{Meta: e.plan.tags[ti], Value: st.cur, Raw: raw, Quality: st.q, Stale: st.stale, Status: st.status, Time: st.t})
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package harmonize
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
@@ -515,5 +516,48 @@ func TestEmptyPlan(t *testing.T) {
 		if s := e.Stats(); s != (Stats{Samples: 1, UnknownSamples: 1}) {
 			t.Fatalf("stats %+v", s)
 		}
+	}
+}
+
+// OPC UA tags carry their value's type at run time and a status code that
+// reaches the point; a change of status alone is published.
+func TestOPCUAStatusAndDynamicType(t *testing.T) {
+	p := compileYAML(t, `
+levels: [a, b]
+types:
+  T:
+    tags:
+      speed: {address: "ns=2;s=Speed", expr: "raw * 2"}
+      flags: {address: "nsu=urn:x;s=Flags"}
+      celsius: {expr: "speed + 1", datatype: float64}
+assets:
+  x/y: {type: T, source: ua}
+`)
+	e := NewEngine(p, Options{})
+	apply := func(key string, v model.Value, q model.Quality, status uint32) []string {
+		var got []string
+		for _, pt := range e.Apply([]model.Sample{{Source: "ua", Address: key, Value: v, Quality: q, Status: status, ReceiveTime: time.UnixMilli(1)}}, nil) {
+			got = append(got, fmt.Sprintf("%s=%s %s %#x", pt.Meta.Name, pt.Value, pt.Quality, pt.Status))
+		}
+		return got
+	}
+	if got := apply("ns=2;s=Speed", model.FloatValue(1.5), model.QualityGood, 0); !slices.Equal(got, []string{"speed=3 GOOD 0x0", "celsius=4 GOOD 0x0"}) {
+		t.Errorf("good float: %q", got)
+	}
+	if got := apply("ns=2;s=Speed", model.FloatValue(1.5), model.QualityUncertain, 0x408F0000); !slices.Equal(got, []string{"speed=3 UNCERTAIN 0x408f0000", "celsius=4 UNCERTAIN 0x0"}) {
+		t.Errorf("uncertain: %q", got)
+	}
+	if got := apply("ns=2;s=Speed", model.Null(), model.QualityBad, 0x80340000); !slices.Equal(got, []string{"speed=null BAD 0x80340000", "celsius=null BAD 0x0"}) {
+		t.Errorf("bad: %q", got)
+	}
+	if got := apply("ns=2;s=Speed", model.Null(), model.QualityBad, 0x80AB0000); !slices.Equal(got, []string{"speed=null BAD 0x80ab0000"}) {
+		t.Errorf("status change alone: %q", got)
+	}
+	if got := apply("ns=2;s=Speed", model.IntValue(4), model.QualityGood, 0); !slices.Equal(got, []string{"speed=8 GOOD 0x0", "celsius=9 GOOD 0x0"}) {
+		t.Errorf("int after float: %q", got)
+	}
+	arr := model.ArrayValue([]model.Value{model.BoolValue(true), model.BoolValue(false)})
+	if got := apply("nsu=urn:x;s=Flags", arr, model.QualityGood, 0); !slices.Equal(got, []string{"flags=[true, false] GOOD 0x0"}) {
+		t.Errorf("array: %q", got)
 	}
 }

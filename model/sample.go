@@ -83,7 +83,10 @@ type Point struct {
 	Raw     Value // the raw source value before the expression, null for derived tags
 	Quality Quality
 	Stale   bool
-	Time    time.Time
+	// Status is the protocol status code of the reading when it was not
+	// GOOD (an OPC UA status code, a Modbus exception code); 0 otherwise.
+	Status uint32
+	Time   time.Time
 	// Replay marks a point delivered late from a store-and-forward queue.
 	Replay bool
 }

@@ -3,7 +3,9 @@ package publish
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -46,6 +48,10 @@ var jsonCases = []jsonCase{
 		`{"timestamp_ms":1717083000000,"value":null,"quality":"BAD","unit":"degC"}`, nil},
 	{"stale", model.Point{Meta: withUnit, Value: model.FloatValue(-0.5), Quality: model.QualityUncertain, Stale: true, Time: ts},
 		`{"timestamp_ms":1717083000000,"value":-0.5,"quality":"UNCERTAIN","unit":"degC","stale":true}`, json.Number("-0.5")},
+	{"status code", model.Point{Meta: noUnit, Quality: model.QualityBad, Status: 0x80340000, Time: ts},
+		`{"timestamp_ms":1717083000000,"value":null,"quality":"BAD","status":"0x80340000"}`, nil},
+	{"array", model.Point{Meta: noUnit, Value: model.ArrayValue([]model.Value{model.IntValue(1), model.FloatValue(2.5)}), Quality: model.QualityUncertain, Status: 0x40A3000F, Time: ts},
+		`{"timestamp_ms":1717083000000,"value":[1,2.5],"quality":"UNCERTAIN","status":"0x40A3000F"}`, []any{json.Number("1"), json.Number("2.5")}},
 	{"unit needing escapes", model.Point{Meta: &model.TagMeta{Unit: `m/s² "x"`}, Value: model.FloatValue(1e21), Quality: model.QualityGood, Time: ts},
 		`{"timestamp_ms":1717083000000,"value":1e+21,"quality":"GOOD","unit":"m/s² \"x\""}`, json.Number("1e+21")},
 	{"tiny float", model.Point{Meta: noUnit, Value: model.FloatValue(1e-7), Quality: model.QualityGood, Time: ts},
@@ -83,7 +89,7 @@ func TestAppendJSONDecodes(t *testing.T) {
 			if got, want := m["timestamp_ms"], json.Number(strconv.FormatInt(c.p.Time.UnixMilli(), 10)); got != want {
 				t.Errorf("timestamp_ms = %v, want %v", got, want)
 			}
-			if got := m["value"]; got != c.value {
+			if got := m["value"]; !reflect.DeepEqual(got, c.value) {
 				t.Errorf("value = %#v, want %#v", got, c.value)
 			}
 			if got := m["quality"]; got != c.p.Quality.String() {
@@ -97,7 +103,11 @@ func TestAppendJSONDecodes(t *testing.T) {
 			if hasStale != c.p.Stale || hasStale && stale != true {
 				t.Errorf("stale = %v (present %v), want %v", stale, hasStale, c.p.Stale)
 			}
-			if len(m) != 3+btoi(hasUnit)+btoi(hasStale) {
+			status, hasStatus := m["status"]
+			if hasStatus != (c.p.Status != 0) || hasStatus && status != fmt.Sprintf("0x%08X", c.p.Status) {
+				t.Errorf("status = %v (present %v), want %#x", status, hasStatus, c.p.Status)
+			}
+			if len(m) != 3+btoi(hasUnit)+btoi(hasStale)+btoi(hasStatus) {
 				t.Errorf("unexpected keys: %v", m)
 			}
 		})
@@ -145,6 +155,8 @@ func TestAppendMetaJSON(t *testing.T) {
 			`{"datatype":"string","description":"derived"}`},
 		{model.TagMeta{Datatype: model.KindUint},
 			`{"datatype":"uint64"}`},
+		{model.TagMeta{Source: "ua1", Address: "nsu=urn:x;s=Speed"},
+			`{"datatype":"any","source":"ua1","address":"nsu=urn:x;s=Speed"}`},
 	}
 	for _, c := range cases {
 		got := AppendMetaJSON(nil, &c.m)
