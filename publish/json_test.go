@@ -164,7 +164,11 @@ func TestAppendMetaJSON(t *testing.T) {
 			t.Errorf("got  %s\nwant %s", got, c.want)
 		}
 		m := decodeObject(t, got)
-		if m["datatype"] != c.m.Datatype.String() || str(m["unit"]) != c.m.Unit || str(m["description"]) != c.m.Description ||
+		wantType := c.m.Datatype.String()
+		if c.m.Datatype == model.KindNull {
+			wantType = "any"
+		}
+		if m["datatype"] != wantType || str(m["unit"]) != c.m.Unit || str(m["description"]) != c.m.Description ||
 			str(m["source"]) != c.m.Source || str(m["address"]) != c.m.Address {
 			t.Errorf("decoded %v, from %+v", m, c.m)
 		}
