@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/eclipse/paho.golang v0.23.0
 	github.com/expr-lang/expr v1.17.8
+	github.com/gopcua/opcua v0.9.0
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/simonvetter/modbus v1.6.3
 	gopkg.in/yaml.v3 v3.0.1
@@ -12,7 +13,7 @@ require (
 
 require (
 	github.com/goburrow/serial v0.1.0 // indirect
-	github.com/gopcua/opcua v0.9.0 // indirect
+	github.com/google/uuid v1.6.0 // indirect
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/rs/xid v1.4.0 // indirect
 	golang.org/x/net v0.43.0 // indirect
