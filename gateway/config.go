@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/unsgate/unsgate/connectors/opcua"
 	"github.com/unsgate/unsgate/model"
 )
 
@@ -40,20 +43,52 @@ type Config struct {
 	Broker          *BrokerConfig            `yaml:"broker"`
 }
 
-// SourceConfig is one device or server to read from.
+// SourceConfig is one device or server to read from. The URL's scheme picks
+// the protocol: tcp:// is Modbus TCP, opc.tcp:// is OPC UA. Keys of the
+// other protocol are refused.
 type SourceConfig struct {
 	Pos  model.Pos `yaml:"-"`
 	Name string    `yaml:"-"`
-	// URL is tcp://host:port for Modbus TCP.
-	URL        model.At[string] `yaml:"url" unsgate:"required"`
-	UnitID     int              `yaml:"unit_id"`
-	Poll       time.Duration    `yaml:"poll"`
-	Timeout    time.Duration    `yaml:"timeout"`
-	Pause      time.Duration    `yaml:"pause"`
-	MaxGap     int              `yaml:"max_gap"`
-	MaxBitGap  int              `yaml:"max_bit_gap"`
-	StaleAfter int              `yaml:"stale_after"`
-	Backoff    BackoffConfig    `yaml:"backoff"`
+	// URL is tcp://host:port for Modbus TCP, opc.tcp://host:port[/path]
+	// for OPC UA.
+	URL     model.At[string] `yaml:"url" unsgate:"required"`
+	Poll    time.Duration    `yaml:"poll"`
+	Timeout time.Duration    `yaml:"timeout"`
+	Backoff BackoffConfig    `yaml:"backoff"`
+
+	// Modbus TCP.
+	UnitID     model.At[int]           `yaml:"unit_id"`
+	Pause      model.At[time.Duration] `yaml:"pause"`
+	MaxGap     model.At[int]           `yaml:"max_gap"`
+	MaxBitGap  model.At[int]           `yaml:"max_bit_gap"`
+	StaleAfter model.At[int]           `yaml:"stale_after"`
+
+	// OPC UA.
+	OPCUA OPCUASourceConfig `yaml:",inline"`
+}
+
+// OPCUASourceConfig holds the keys only an OPC UA source takes. See
+// connectors/opcua.Config for what each means.
+type OPCUASourceConfig struct {
+	Mode                     model.At[string]        `yaml:"mode"`
+	SecurityPolicy           model.At[string]        `yaml:"security_policy"`
+	SecurityMode             model.At[string]        `yaml:"security_mode"`
+	AllowInsecurePolicies    model.At[bool]          `yaml:"allow_insecure_policies"`
+	Username                 model.At[string]        `yaml:"username"`
+	Password                 model.At[string]        `yaml:"password"`
+	CertFile                 model.At[string]        `yaml:"cert_file"`
+	KeyFile                  model.At[string]        `yaml:"key_file"`
+	PKIDir                   model.At[string]        `yaml:"pki_dir"`
+	AcceptAnyServerCert      model.At[bool]          `yaml:"accept_any_server_cert"`
+	ApplicationURI           model.At[string]        `yaml:"application_uri"`
+	PublishingInterval       model.At[time.Duration] `yaml:"publishing_interval"`
+	SamplingInterval         model.At[time.Duration] `yaml:"sampling_interval"`
+	QueueSize                model.At[int]           `yaml:"queue_size"`
+	Deadband                 model.At[float64]       `yaml:"data_change_deadband"`
+	MaxMonitoredItemsPerCall model.At[int]           `yaml:"max_monitored_items_per_call"`
+	MaxNodesPerRead          model.At[int]           `yaml:"max_nodes_per_read"`
+	KeepAlive                model.At[time.Duration] `yaml:"keepalive"`
+	SessionTimeout           model.At[time.Duration] `yaml:"session_timeout"`
 }
 
 // BackoffConfig bounds reconnect delays: capped exponential with jitter.
@@ -195,6 +230,18 @@ func (c *Config) applyDefaults() {
 			continue
 		}
 		s.Name = name
+		if s.Protocol() == model.ProtocolOPCUA {
+			o := &s.OPCUA
+			for _, p := range []*string{&o.CertFile.V, &o.KeyFile.V, &o.PKIDir.V} {
+				*p = resolvePath(dir, *p)
+			}
+			if o.PKIDir.V == "" {
+				// One identity and one trust list per gateway, shared by
+				// its OPC UA sources: a server's administrator trusts the
+				// gateway once.
+				o.PKIDir.V = filepath.Join(c.DataDir, "pki")
+			}
+		}
 	}
 	if m := c.Sinks.MQTT; m != nil {
 		for _, p := range []*string{&m.TLS.CAFile, &m.TLS.CertFile, &m.TLS.KeyFile} {
@@ -293,6 +340,46 @@ func (c *Config) validate(diags *model.Diagnostics) {
 	}
 }
 
+// Protocol is the source's protocol, from its URL scheme; 0 when the URL
+// names neither.
+func (s *SourceConfig) Protocol() model.Protocol {
+	switch {
+	case strings.HasPrefix(s.URL.V, "tcp://"):
+		return model.ProtocolModbus
+	case strings.HasPrefix(s.URL.V, "opc.tcp://"):
+		return model.ProtocolOPCUA
+	}
+	return 0
+}
+
+// keyUse is a protocol-specific key and where it was written.
+type keyUse struct {
+	name    string
+	present bool
+	pos     model.Pos
+}
+
+func present[T any](name string, a model.At[T]) keyUse {
+	return keyUse{name, a.Present(), a.Pos}
+}
+
+func (s *SourceConfig) modbusKeys() []keyUse {
+	return []keyUse{present("unit_id", s.UnitID), present("pause", s.Pause), present("max_gap", s.MaxGap),
+		present("max_bit_gap", s.MaxBitGap), present("stale_after", s.StaleAfter)}
+}
+
+func (s *SourceConfig) opcuaKeys() []keyUse {
+	o := &s.OPCUA
+	return []keyUse{present("mode", o.Mode), present("security_policy", o.SecurityPolicy), present("security_mode", o.SecurityMode),
+		present("allow_insecure_policies", o.AllowInsecurePolicies), present("username", o.Username), present("password", o.Password),
+		present("cert_file", o.CertFile), present("key_file", o.KeyFile), present("pki_dir", o.PKIDir),
+		present("accept_any_server_cert", o.AcceptAnyServerCert), present("application_uri", o.ApplicationURI),
+		present("publishing_interval", o.PublishingInterval), present("sampling_interval", o.SamplingInterval),
+		present("queue_size", o.QueueSize), present("data_change_deadband", o.Deadband),
+		present("max_monitored_items_per_call", o.MaxMonitoredItemsPerCall), present("max_nodes_per_read", o.MaxNodesPerRead),
+		present("keepalive", o.KeepAlive), present("session_timeout", o.SessionTimeout)}
+}
+
 func (s *SourceConfig) validate(diags *model.Diagnostics) {
 	at := s.URL.Pos
 	u, err := url.Parse(s.URL.V)
@@ -301,34 +388,122 @@ func (s *SourceConfig) validate(diags *model.Diagnostics) {
 		diags.Add(at, "sources.%s.url %q: %v", s.Name, s.URL.V, err)
 		return
 	case u.Scheme == "opc.tcp":
-		diags.Add(at, "sources.%s.url %q: OPC UA sources are not supported yet", s.Name, s.URL.V)
+		if u.Hostname() == "" {
+			diags.Add(at, "sources.%s.url %q: want opc.tcp://host:port[/path] (OPC UA usually uses port 4840)", s.Name, s.URL.V)
+		}
+		for _, k := range s.modbusKeys() {
+			if k.present {
+				diags.Add(k.pos, "sources.%s.%s: only applies to Modbus sources (tcp://); this source is OPC UA", s.Name, k.name)
+			}
+		}
+		s.validateOPCUA(diags)
+	case u.Scheme == "tcp":
+		if u.Hostname() == "" || u.Port() == "" {
+			diags.Add(at, "sources.%s.url %q: want tcp://host:port (Modbus TCP usually uses port 502)", s.Name, s.URL.V)
+		}
+		for _, k := range s.opcuaKeys() {
+			if k.present {
+				diags.Add(k.pos, "sources.%s.%s: only applies to OPC UA sources (opc.tcp://); this source is Modbus TCP", s.Name, k.name)
+			}
+		}
+		s.validateModbus(diags)
+	default:
+		diags.Add(at, "sources.%s.url %q: want tcp://host:port for Modbus TCP or opc.tcp://host:port for OPC UA", s.Name, s.URL.V)
 		return
-	case u.Scheme != "tcp":
-		diags.Add(at, "sources.%s.url %q: want tcp://host:port for Modbus TCP", s.Name, s.URL.V)
-		return
-	case u.Hostname() == "" || u.Port() == "":
-		diags.Add(at, "sources.%s.url %q: want tcp://host:port (Modbus TCP usually uses port 502)", s.Name, s.URL.V)
-	}
-	if s.UnitID < 0 || s.UnitID > 255 {
-		diags.Add(s.Pos, "sources.%s.unit_id %d: must be 0..255", s.Name, s.UnitID)
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"poll", s.Poll}, {"timeout", s.Timeout}, {"pause", s.Pause}, {"backoff.initial", s.Backoff.Initial}, {"backoff.max", s.Backoff.Max}} {
+	}{{"poll", s.Poll}, {"timeout", s.Timeout}, {"backoff.initial", s.Backoff.Initial}, {"backoff.max", s.Backoff.Max}} {
 		if d.v < 0 {
 			diags.Add(s.Pos, "sources.%s.%s: must not be negative", s.Name, d.name)
 		}
 	}
-	for _, v := range []struct {
-		name string
-		v    int
-	}{{"max_gap", s.MaxGap}, {"max_bit_gap", s.MaxBitGap}, {"stale_after", s.StaleAfter}} {
-		if v.v < -1 {
-			diags.Add(s.Pos, "sources.%s.%s %d: use -1 to turn it off, 0 for the default, or a positive number", s.Name, v.name, v.v)
-		}
-	}
 	if s.Backoff.Max != 0 && s.Backoff.Initial > s.Backoff.Max {
 		diags.Add(s.Pos, "sources.%s.backoff: initial %v is longer than max %v", s.Name, s.Backoff.Initial, s.Backoff.Max)
+	}
+}
+
+func (s *SourceConfig) validateModbus(diags *model.Diagnostics) {
+	if s.UnitID.V < 0 || s.UnitID.V > 255 {
+		diags.Add(s.UnitID.Pos, "sources.%s.unit_id %d: must be 0..255", s.Name, s.UnitID.V)
+	}
+	if s.Pause.V < 0 {
+		diags.Add(s.Pause.Pos, "sources.%s.pause: must not be negative", s.Name)
+	}
+	for _, v := range []struct {
+		name string
+		v    model.At[int]
+	}{{"max_gap", s.MaxGap}, {"max_bit_gap", s.MaxBitGap}, {"stale_after", s.StaleAfter}} {
+		if v.v.V < -1 {
+			diags.Add(v.v.Pos, "sources.%s.%s %d: use -1 to turn it off, 0 for the default, or a positive number", s.Name, v.name, v.v.V)
+		}
+	}
+}
+
+func (s *SourceConfig) validateOPCUA(diags *model.Diagnostics) {
+	o := &s.OPCUA
+	if _, err := opcua.ParseMode(o.Mode.V); err != nil {
+		diags.Add(o.Mode.Pos, "sources.%s.mode: %v", s.Name, err)
+	}
+	for _, d := range []struct {
+		name string
+		v    model.At[time.Duration]
+	}{{"publishing_interval", o.PublishingInterval}, {"sampling_interval", o.SamplingInterval},
+		{"keepalive", o.KeepAlive}, {"session_timeout", o.SessionTimeout}} {
+		if d.v.V < 0 {
+			diags.Add(d.v.Pos, "sources.%s.%s: must not be negative", s.Name, d.name)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		v    model.At[int]
+	}{{"queue_size", o.QueueSize}, {"max_monitored_items_per_call", o.MaxMonitoredItemsPerCall}, {"max_nodes_per_read", o.MaxNodesPerRead}} {
+		if v.v.V < 0 {
+			diags.Add(v.v.Pos, "sources.%s.%s %d: must not be negative (0 = the default)", s.Name, v.name, v.v.V)
+		}
+	}
+	if d := o.Deadband.V; d < 0 || math.IsNaN(d) || math.IsInf(d, 0) {
+		diags.Add(o.Deadband.Pos, "sources.%s.data_change_deadband %v: must be a finite number >= 0", s.Name, d)
+	}
+	for _, f := range []model.At[string]{o.CertFile, o.KeyFile} {
+		if f.V == "" {
+			continue
+		}
+		if _, err := os.Stat(f.V); err != nil {
+			diags.Add(f.Pos, "sources.%s: %v", s.Name, err)
+		}
+	}
+	// Security names, pairs and the PKI requirement are the connector's
+	// rules.
+	cfg := s.opcuaConfig("", nil)
+	for _, p := range opcua.CheckSecurity(&cfg) {
+		pos := s.Pos
+		for _, k := range s.opcuaKeys() { // point at the key the sentence is about
+			if k.present && strings.HasPrefix(p, k.name+" ") {
+				pos = k.pos
+				break
+			}
+		}
+		diags.Add(pos, "sources.%s: %s", s.Name, p)
+	}
+}
+
+// opcuaConfig is the connector config of an OPC UA source; mode and
+// numbers must have been validated.
+func (s *SourceConfig) opcuaConfig(appURI string, tags []opcua.Tag) opcua.Config {
+	o := &s.OPCUA
+	mode, _ := opcua.ParseMode(o.Mode.V)
+	return opcua.Config{
+		Name: s.Name, Endpoint: s.URL.V,
+		SecurityPolicy: o.SecurityPolicy.V, SecurityMode: o.SecurityMode.V, AllowInsecurePolicies: o.AllowInsecurePolicies.V,
+		Username: o.Username.V, Password: o.Password.V,
+		CertFile: o.CertFile.V, KeyFile: o.KeyFile.V, PKIDir: o.PKIDir.V,
+		AcceptAnyServerCert: o.AcceptAnyServerCert.V, ApplicationURI: cmp.Or(o.ApplicationURI.V, appURI),
+		Mode: mode, PublishingInterval: o.PublishingInterval.V, SamplingInterval: o.SamplingInterval.V,
+		QueueSize: o.QueueSize.V, Deadband: o.Deadband.V, Poll: s.Poll,
+		MaxMonitoredItemsPerCall: o.MaxMonitoredItemsPerCall.V, MaxNodesPerRead: o.MaxNodesPerRead.V,
+		Timeout: s.Timeout, KeepAlive: o.KeepAlive.V, SessionTimeout: o.SessionTimeout.V,
+		Tags: tags,
 	}
 }

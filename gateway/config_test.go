@@ -66,8 +66,8 @@ func TestConfigErrors(t *testing.T) {
 	text := `id: "edge 01"
 modles: [m]
 sources:
-  plc1:
-    url: opc.tcp://x:4840
+  plc1: {url: "opc.tcp://x:4840", unit_id: 2, mode: push}
+  plc0: {url: "opc.tcp://y", security_policy: Basic128Rsa15}
   plc2:
     url: tcp://host
     unit_id: 300
@@ -108,7 +108,10 @@ broker:
 	got = err.Error()
 	for _, want := range []string{
 		`id "edge 01"`,
-		`OPC UA sources are not supported yet`,
+		`gw.yaml:4:44: sources.plc1.unit_id: only applies to Modbus sources (tcp://); this source is OPC UA`,
+		`gw.yaml:4:53: sources.plc1.mode: unknown mode "push"; use subscribe or poll`,
+		// the connector's security rules, at the key they are about
+		`gw.yaml:5:47: sources.plc0: security_policy Basic128Rsa15 is deprecated`,
 		`sources.plc2.url "tcp://host": want tcp://host:port`,
 		`sources.plc2.unit_id 300: must be 0..255`,
 		`sources.plc3.backoff: initial 10s is longer than max 1s`,
@@ -167,7 +170,7 @@ func TestConfigDisableGapBridgingAndStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := cfg.Sources["plc1"]; s.MaxGap != -1 || s.MaxBitGap != -1 || s.StaleAfter != -1 {
+	if s := cfg.Sources["plc1"]; s.MaxGap.V != -1 || s.MaxBitGap.V != -1 || s.StaleAfter.V != -1 {
 		t.Errorf("source = %+v", s)
 	}
 	text = strings.Replace(text, "max_gap: -1", "max_gap: -2", 1)

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -29,12 +31,15 @@ type DemoOptions struct {
 	Started func(*Gateway)
 }
 
-// DemoConfig is the gateway config the demo runs with: one Modbus source at
-// plcURL and the embedded broker on listen. It goes through the same parser
-// and validation as a config file.
-func DemoConfig(plcURL, listen string) (*Config, error) {
+// DemoConfig is the gateway config the demo runs with: a Modbus source at
+// plcURL (line 1), an OPC UA source at uaURL (line 2: Basic256Sha256
+// SignAndEncrypt with a user name, the server's certificate trusted in
+// dataDir/pki/trusted), and the embedded broker on listen. It goes through
+// the same parser and validation as a config file.
+func DemoConfig(plcURL, uaURL, dataDir, listen string) (*Config, error) {
 	text := "id: demo\n" +
 		"models: [models]\n" +
+		"data_dir: " + strconv.Quote(dataDir) + "\n" +
 		"shutdown_timeout: 5s\n" +
 		"sources:\n" +
 		"  plc1:\n" +
@@ -43,14 +48,24 @@ func DemoConfig(plcURL, listen string) (*Config, error) {
 		"    poll: 500ms\n" +
 		"    timeout: 1s\n" +
 		"    backoff: {initial: 200ms, max: 5s}\n" +
+		"  ua1:\n" +
+		"    url: " + strconv.Quote(uaURL) + "\n" +
+		"    username: operator\n" +
+		"    password: demo\n" +
+		"    publishing_interval: 500ms\n" +
+		"    keepalive: 5s\n" +
+		"    backoff: {initial: 200ms, max: 5s}\n" +
 		"broker:\n" +
 		"  listen: " + strconv.Quote(listen) + "\n"
 	return ParseConfig("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
 }
 
 // RunDemo starts a simulated bottling-line PLC (a real Modbus TCP server on
-// loopback), the embedded MQTT broker and a gateway reading the PLC through
-// the Modbus source with the example models, until ctx is done.
+// loopback) for line 1, a simulated OPC UA server for line 2, the embedded
+// MQTT broker, and a gateway reading both through the real connectors with
+// the example models, until ctx is done. The gateway's state (its OPC UA
+// certificate and trust list) lives in a temporary folder removed at the
+// end.
 func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if opts.MQTTListen == "" {
 		opts.MQTTListen = DefaultBrokerListen
@@ -77,7 +92,30 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	defer stopLine()
 	go line.Run(lineCtx, 200*time.Millisecond)
 
-	cfg, err := DemoConfig(plc.URL(), opts.MQTTListen)
+	uaSrv, err := sim.StartOPCUA(sim.OPCUAOptions{Secure: true, UserName: true})
+	if err != nil {
+		return fmt.Errorf("simulated OPC UA server: %w", err)
+	}
+	defer uaSrv.Close()
+	line2 := sim.NewBottlingLine2(uaSrv, opts.Seed)
+	go line2.Run(lineCtx, 200*time.Millisecond)
+
+	dataDir, err := os.MkdirTemp("", "unsgate-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dataDir)
+	// Trust the simulated server the way an operator would: its certificate
+	// in the trusted folder.
+	trusted := filepath.Join(dataDir, "pki", "trusted")
+	if err := os.MkdirAll(trusted, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(trusted, "sim-server.der"), uaSrv.Certificate(), 0o600); err != nil {
+		return err
+	}
+
+	cfg, err := DemoConfig(plc.URL(), uaSrv.Endpoint(), dataDir, opts.MQTTListen)
 	if err != nil {
 		return err
 	}
@@ -98,8 +136,9 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	case <-started:
 	}
 	addr := g.BrokerAddr()
-	fmt.Fprintf(opts.Out, "unsgate demo: %d tags from a simulated bottling line\n", len(plan.Tags()))
-	fmt.Fprintf(opts.Out, "  simulated PLC  %s (Modbus TCP, unit 1)\n", plc.URL())
+	fmt.Fprintf(opts.Out, "unsgate demo: %d tags from two simulated bottling lines\n", len(plan.Tags()))
+	fmt.Fprintf(opts.Out, "  line 1 PLC     %s (Modbus TCP, unit 1)\n", plc.URL())
+	fmt.Fprintf(opts.Out, "  line 2 server  %s (OPC UA, Basic256Sha256 SignAndEncrypt, user operator)\n", uaSrv.Endpoint())
 	fmt.Fprintf(opts.Out, "  MQTT broker    mqtt://%s\n", addr)
 	fmt.Fprintf(opts.Out, "  presence       %s\n", g.PresenceTopic())
 	fmt.Fprintf(opts.Out, "Watch the namespace from another shell:\n")

@@ -30,7 +30,7 @@ func TestDemoPublishesUNS(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("demo did not start")
 	}
-	if !strings.Contains(banner.String(), g.BrokerAddr()) {
+	if !strings.Contains(banner.String(), g.BrokerAddr()) || !strings.Contains(banner.String(), "opc.tcp://127.0.0.1:") {
 		t.Errorf("banner does not print the broker address %s:\n%s", g.BrokerAddr(), banner.String())
 	}
 	sub := subscribe(t, g.BrokerAddr(), "#")
@@ -60,6 +60,13 @@ func TestDemoPublishesUNS(t *testing.T) {
 		"acme/munich/bottling/line1/filler1/state",
 		"acme/munich/bottling/line1/filler2/fill_level",
 		"acme/munich/bottling/line1/capper1/torque",
+		// line 2 over OPC UA (Basic256Sha256 SignAndEncrypt, user name),
+		// with node ids by namespace URI, a browse path and an array
+		"acme/munich/bottling/line2/filler1/speed",
+		"acme/munich/bottling/line2/filler1/running",
+		"acme/munich/bottling/line2/filler2/head_weights",
+		"acme/munich/bottling/line2/filler2/head_spread",
+		"acme/munich/bottling/line2/capper1/runtime",
 	} {
 		waitFor(t, 5*time.Second, topic, func() bool { u, ok := sub.value(topic); return ok && u.Quality == "GOOD" })
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/unsgate/unsgate/connectors"
 	"github.com/unsgate/unsgate/connectors/modbus"
+	"github.com/unsgate/unsgate/connectors/opcua"
 	"github.com/unsgate/unsgate/harmonize"
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish"
@@ -96,11 +98,48 @@ func CompileModel(cfg *Config, m *model.Model) (*model.Model, *harmonize.Plan, e
 	if cfg != nil {
 		var diags model.Diagnostics
 		checkSources(cfg, plan, &diags)
+		checkProtocols(cfg, m, &diags)
 		if err := diags.Err(); err != nil {
 			return nil, nil, err
 		}
 	}
 	return m, plan, nil
+}
+
+// defaultAppURI is the OPC UA application URI of a gateway: the same for
+// all its sources, which share one client certificate.
+func defaultAppURI(id string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return "urn:unsgate:" + host + ":" + id
+}
+
+// checkProtocols reports tags whose address is of another protocol than
+// their asset's source, at the asset's source key.
+func checkProtocols(cfg *Config, m *model.Model, diags *model.Diagnostics) {
+	for _, a := range m.Assets {
+		sc := cfg.Sources[a.Source]
+		if sc == nil || sc.Protocol() == 0 {
+			continue
+		}
+		for _, t := range a.Tags {
+			if t.Address == nil || t.Address.Protocol == 0 || t.Address.Protocol == sc.Protocol() {
+				continue
+			}
+			diags.Add(a.SourcePos, "asset %s: tag %s has %s address %q, but source %q is %s source (%s)",
+				a.Path, t.Name, protoName(t.Address.Protocol), t.Address.Text, a.Source, protoName(sc.Protocol()), sc.URL.V)
+			break
+		}
+	}
+}
+
+func protoName(p model.Protocol) string {
+	if p == model.ProtocolOPCUA {
+		return "an OPC UA"
+	}
+	return "a Modbus"
 }
 
 func checkSources(cfg *Config, plan *harmonize.Plan, diags *model.Diagnostics) {
@@ -137,24 +176,42 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 	}
 	g.fanout = publish.NewFanout(publish.Options{Logger: logger, FlushTimeout: cfg.ShutdownTimeout, QueueLen: queueLen})
 
-	bySource := map[string][]modbus.Tag{}
+	mbTags := map[string][]modbus.Tag{}
+	uaTags := map[string][]opcua.Tag{}
 	for _, b := range plan.Bindings() {
-		if b.Address == nil || b.Address.Modbus == nil {
-			return nil, fmt.Errorf("source %s: address %q: only Modbus is supported", b.Source, b.Key)
-		}
-		bySource[b.Source] = append(bySource[b.Source], modbus.Tag{Key: b.Key, Addr: *b.Address.Modbus, Poll: b.Poll})
-	}
-	for _, name := range slices.Sorted(maps.Keys(bySource)) {
-		tags := bySource[name]
-		sc := cfg.Sources[name]
+		sc := cfg.Sources[b.Source]
 		if sc == nil {
-			return nil, fmt.Errorf("model names source %q, which the config does not define", name)
+			return nil, fmt.Errorf("model names source %q, which the config does not define", b.Source)
 		}
-		src, err := modbus.New(modbus.Config{
-			Name: name, URL: sc.URL.V, UnitID: sc.UnitID, Poll: sc.Poll, Timeout: sc.Timeout,
-			Pause: sc.Pause, MaxGap: sc.MaxGap, MaxBitGap: sc.MaxBitGap, StaleAfter: sc.StaleAfter,
-			Tags: tags, Logger: logger,
-		})
+		switch {
+		case b.Address != nil && b.Address.Modbus != nil && sc.Protocol() == model.ProtocolModbus:
+			mbTags[b.Source] = append(mbTags[b.Source], modbus.Tag{Key: b.Key, Addr: *b.Address.Modbus, Poll: b.Poll})
+		case b.Address != nil && b.Address.OPCUA != nil && sc.Protocol() == model.ProtocolOPCUA:
+			uaTags[b.Source] = append(uaTags[b.Source], opcua.Tag{Key: b.Key, Addr: *b.Address.OPCUA, Poll: b.Poll})
+		default:
+			// CompileModel reports this with positions; New is also
+			// called by code that skipped it.
+			return nil, fmt.Errorf("source %s: address %q is not a %s address", b.Source, b.Key, sc.Protocol())
+		}
+	}
+	names := slices.Sorted(maps.Keys(mbTags))
+	names = append(names, slices.Sorted(maps.Keys(uaTags))...)
+	slices.Sort(names)
+	for _, name := range names {
+		sc := cfg.Sources[name]
+		var src connectors.Source
+		var err error
+		if sc.Protocol() == model.ProtocolOPCUA {
+			c := sc.opcuaConfig(defaultAppURI(cfg.ID), uaTags[name])
+			c.Logger = logger
+			src, err = opcua.New(c)
+		} else {
+			src, err = modbus.New(modbus.Config{
+				Name: name, URL: sc.URL.V, UnitID: sc.UnitID.V, Poll: sc.Poll, Timeout: sc.Timeout,
+				Pause: sc.Pause.V, MaxGap: sc.MaxGap.V, MaxBitGap: sc.MaxBitGap.V, StaleAfter: sc.StaleAfter.V,
+				Tags: mbTags[name], Logger: logger,
+			})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", name, err)
 		}

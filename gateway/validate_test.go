@@ -40,3 +40,33 @@ func TestValidateConfigChecksSources(t *testing.T) {
 		t.Errorf("valid folder rejected: %v", err)
 	}
 }
+
+// A tag whose address is of the other protocol than its source is reported
+// at the asset's source key, naming both.
+func TestValidateProtocolMismatch(t *testing.T) {
+	dir := t.TempDir()
+	model := "levels: [a, b]\ntypes:\n  U:\n    tags:\n      speed: {address: \"ns=2;s=Speed\"}\n  M:\n    tags:\n      temp: {address: \"holding:1\"}\n" +
+		"assets:\n  x/ua: {type: U, source: plc1}\n  x/mb: {type: M, source: ua1}\n  x/ok: {type: U, source: ua1}\n"
+	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(model), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "id: gw\nmodels: [m.yaml]\nsources:\n  plc1: {url: \"tcp://127.0.0.1:502\"}\n  ua1: {url: \"opc.tcp://127.0.0.1:4840\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "gw.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Validate(filepath.Join(dir, "gw.yaml"))
+	if err == nil {
+		t.Fatal("protocol mismatch not reported")
+	}
+	for _, want := range []string{
+		`m.yaml:10:27: asset x/ua: tag speed has an OPC UA address "ns=2;s=Speed", but source "plc1" is a Modbus source (tcp://127.0.0.1:502)`,
+		`m.yaml:11:27: asset x/mb: tag temp has a Modbus address "holding:1", but source "ua1" is an OPC UA source (opc.tcp://127.0.0.1:4840)`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "x/ok") {
+		t.Errorf("matching protocol reported: %v", err)
+	}
+}

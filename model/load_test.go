@@ -144,8 +144,11 @@ func TestBottlingExample(t *testing.T) {
 	}
 	keys := map[string]string{}
 	for _, a := range m.Assets {
-		if a.Source != "plc1" || a.UnitID != 1 {
+		switch {
+		case strings.Contains(a.Path, "/line1/") && (a.Source != "plc1" || a.UnitID != 1):
 			t.Errorf("%s: source %q unit %d, want plc1 unit 1", a.Path, a.Source, a.UnitID)
+		case strings.Contains(a.Path, "/line2/") && a.Source != "ua1":
+			t.Errorf("%s: source %q, want ua1", a.Path, a.Source)
 		}
 		for _, tag := range a.Tags {
 			if tag.Address != nil {
@@ -182,6 +185,27 @@ func TestBottlingExample(t *testing.T) {
 		p + "capper1/runtime":       "u1:holding:206:uint64:ABCD",
 		p + "capper1/recipe":        "u1:holding:210:string:8",
 	}
+	// Line 2: the nodes the simulated OPC UA server serves, by namespace
+	// URI and by browse path ({node} filled in per instance).
+	const p2 = "acme/munich/bottling/line2/"
+	want2 := map[string]string{
+		p2 + "filler1/speed":        "nsu=urn:unsgate:sim;s=Line2.Filler1.Speed",
+		p2 + "filler2/speed":        "nsu=urn:unsgate:sim;s=Line2.Filler2.Speed",
+		p2 + "filler2/running":      "/Objects/Line2/Filler2/Running",
+		p2 + "filler1/head_weights": "nsu=urn:unsgate:sim;s=Line2.Filler1.HeadWeights",
+		p2 + "capper1/runtime":      "nsu=urn:unsgate:sim;s=Line2.Capper1.Runtime",
+	}
+	for topic, key := range want2 {
+		if keys[topic] != key {
+			t.Errorf("%s: key %q, want %q", topic, keys[topic], key)
+		}
+	}
+	line2 := 0
+	for topic := range keys {
+		if strings.HasPrefix(topic, p2) {
+			line2++
+		}
+	}
 	for topic, key := range want {
 		if keys[topic] != key {
 			t.Errorf("%s: key %q, want %q", topic, keys[topic], key)
@@ -192,8 +216,11 @@ func TestBottlingExample(t *testing.T) {
 			t.Errorf("%s/yield: %q, want a derived tag", f, got)
 		}
 	}
-	if len(keys) != len(want)+2 {
-		t.Errorf("%d tags, want %d", len(keys), len(want)+2)
+	if len(keys)-line2 != len(want)+2 {
+		t.Errorf("%d line 1 tags, want %d", len(keys)-line2, len(want)+2)
+	}
+	if line2 != 2*13+5 { // 13 per filler, 5 for the capper
+		t.Errorf("%d line 2 tags, want %d", line2, 2*13+5)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 
 	"github.com/unsgate/unsgate/gateway"
 	"github.com/unsgate/unsgate/models"
@@ -17,6 +18,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Int64("seed", 1, "random seed of the simulated line")
 	if _, err := parseFlags(fs, args); err != nil {
 		return 2
+	}
+	if *logLevel != "debug" {
+		// The OPC UA library's server prints its node set import with the
+		// standard logger; the demo's own logs go through slog.
+		log.SetOutput(io.Discard)
 	}
 	ctx, stop := signalContext()
 	defer stop()

@@ -20,6 +20,8 @@ const usage = `unsgate - Unified Namespace gateway: PLC tags in, ISA-95 UNS out.
 Usage:
   unsgate run --config FILE          run the gateway
   unsgate validate PATH...           check model files, model folders and gateway configs
+  unsgate browse ENDPOINT [--node ID] [--depth N]
+                                     list an OPC UA server's variables and print a model skeleton
   unsgate demo [--mqtt-listen ADDR]  simulated bottling line + embedded broker
   unsgate sub [--broker ADDR] FILTER print messages from an MQTT broker
   unsgate bench [--tags N]           load test: simulated PLC -> gateway -> broker -> subscriber
@@ -50,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(rest, stdout, stderr)
 	case "sub":
 		return cmdSub(rest, stdout, stderr)
+	case "browse":
+		return cmdBrowse(rest, stdout, stderr)
 	case "bench":
 		return cmdBench(rest, stdout, stderr)
 	case "broker":

@@ -1,10 +1,13 @@
-// Package sim is a simulated PLC: a real Modbus TCP server (simonvetter/modbus)
-// over an in-memory register bank, with fault injection for tests and a
-// bottling line animation for the demo.
+// Package sim holds simulated plant equipment: a PLC that is a real Modbus
+// TCP server (simonvetter/modbus) over an in-memory register bank, with fault
+// injection, and an OPC UA server (gopcua's server package behind a relay
+// that makes stops and restarts real), with namespace and node renumbering;
+// plus the animated bottling lines the demo serves from them (line 1 over
+// Modbus, line 2 over OPC UA).
 //
-// It exists so tests and the demo exercise the gateway's Modbus connector
-// over real sockets. It must not be used to talk to real devices, and it must
-// not import the gateway's other packages (only model, for the area names).
+// It exists so tests and the demo exercise the gateway's connectors over real
+// sockets. It must not be used to talk to real devices, and it must not import
+// the gateway's other packages (only model, for the area names).
 package sim
 
 import (

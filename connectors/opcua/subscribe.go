@@ -1,0 +1,238 @@
+package opcua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/unsgate/unsgate/model"
+)
+
+// notifyBuffer is how many notification messages may wait for the
+// session's goroutine; the client's publish loop blocks beyond it, which
+// slows the server down instead of losing data.
+const notifyBuffer = 64
+
+// subscribe creates the subscription and its monitored items. Items the
+// server refuses are emitted BAD with their status code and logged.
+func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
+	interval := ss.cfg.PublishingInterval
+	// Bounded so that the lifetime (3 keep-alives) fits in a uint32.
+	keepAlive := uint32(min(max(1, math.Round(float64(ss.cfg.KeepAlive)/float64(interval))), math.MaxUint32/3))
+	// The server drops a subscription nobody publishes on after lifetime
+	// intervals. A lost connection leaves the old subscription behind (the
+	// next session creates its own rather than transferring it), so use
+	// the shortest lifetime allowed, three keep-alives (Part 4, 5.13.2):
+	// an orphan lives about 3 × KeepAlive.
+	lifetime := 3 * keepAlive
+	ss.notifs = make(chan *opcua.PublishNotificationData, notifyBuffer)
+	rctx, cancel := ss.request(ctx)
+	sub, err := ss.c.Subscribe(rctx, &opcua.SubscriptionParameters{
+		Interval:          interval,
+		MaxKeepAliveCount: keepAlive,
+		LifetimeCount:     lifetime,
+	}, ss.notifs)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("create subscription: %w", err)
+	}
+	ss.revisedInterval = sub.RevisedPublishingInterval
+	ss.log.Debug("subscription created", "id", sub.SubscriptionID, "publishing_interval", sub.RevisedPublishingInterval,
+		"keep_alive_count", sub.RevisedMaxKeepAliveCount, "lifetime_count", sub.RevisedLifetimeCount)
+
+	// Client handle = binding index, so a notification finds its binding
+	// without a map.
+	var handles []int
+	var reqs []*ua.MonitoredItemCreateRequest
+	for i, node := range ss.nodes {
+		if node == nil {
+			continue
+		}
+		handles = append(handles, i)
+		reqs = append(reqs, ss.itemRequest(i, node))
+	}
+	ss.reported = make([]bool, len(ss.nodes))
+	var badIdx []int
+	var badStatus []ua.StatusCode
+	good := 0
+	for start := 0; start < len(reqs); start += ss.limits.maxItemsPerCall {
+		end := min(start+ss.limits.maxItemsPerCall, len(reqs))
+		rctx, cancel := ss.request(ctx)
+		res, err := sub.Monitor(rctx, ua.TimestampsToReturnBoth, reqs[start:end]...)
+		cancel()
+		ss.src.createCalls.Add(1)
+		if err != nil {
+			return sub, fmt.Errorf("create monitored items %d..%d of %d: %w", start+1, end, len(reqs), err)
+		}
+		if len(res.Results) != end-start {
+			return sub, fmt.Errorf("create monitored items: %d results for %d items", len(res.Results), end-start)
+		}
+		for k, r := range res.Results {
+			i := handles[start+k]
+			key := ss.src.binds[i].key
+			status := ua.StatusBadUnexpectedError
+			if r != nil {
+				status = r.StatusCode
+			}
+			if quality(status) == model.QualityBad {
+				ss.nodes[i] = nil
+				badIdx, badStatus = append(badIdx, i), append(badStatus, status)
+				ss.logProblem(key, "the server refused to monitor the node", "node", reqs[start+k].ItemToMonitor.NodeID.String(), "status", status.Error())
+				continue
+			}
+			good++
+			ss.forget(key)
+		}
+	}
+	ss.src.items.Store(int64(good))
+	ss.src.unresolved.Add(int64(len(badIdx)))
+	ss.emitBad(badIdx, badStatus)
+	ss.pending = good
+	return sub, nil
+}
+
+func (ss *session) itemRequest(i int, node *ua.NodeID) *ua.MonitoredItemCreateRequest {
+	b := &ss.src.binds[i]
+	p := &ua.MonitoringParameters{
+		ClientHandle:     uint32(i),
+		SamplingInterval: float64(b.sampling) / float64(time.Millisecond),
+		QueueSize:        b.queue,
+		DiscardOldest:    true,
+		Filter:           ua.NewExtensionObject(nil),
+	}
+	if b.deadband > 0 {
+		p.Filter = ua.NewExtensionObject(&ua.DataChangeFilter{
+			Trigger:       ua.DataChangeTriggerStatusValue,
+			DeadbandType:  uint32(ua.DeadbandTypeAbsolute),
+			DeadbandValue: b.deadband,
+		})
+	}
+	return &ua.MonitoredItemCreateRequest{
+		ItemToMonitor: &ua.ReadValueID{
+			NodeID:       node,
+			AttributeID:  ua.AttributeIDValue,
+			DataEncoding: &ua.QualifiedName{},
+		},
+		MonitoringMode:      ua.MonitoringModeReporting,
+		RequestedParameters: p,
+	}
+}
+
+// firstValueWait is how long monitored items may take to report their
+// first value before they are read instead: a server samples a new item at
+// once and reports it with the next publish.
+func (ss *session) firstValueWait() time.Duration {
+	return min(max(3*ss.revisedInterval, 500*time.Millisecond), ss.cfg.KeepAlive)
+}
+
+// listen turns notifications into samples until the session ends.
+func (ss *session) listen(ctx context.Context, sub *opcua.Subscription) error {
+	first := time.NewTimer(ss.firstValueWait())
+	defer first.Stop()
+	if ss.pending == 0 {
+		first.Stop()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ss.lost:
+			return ss.errLost()
+		case err := <-ss.failed:
+			return err
+		case <-first.C:
+			if err := ss.readFirstValues(ctx); err != nil {
+				return err
+			}
+		case n := <-ss.notifs:
+			if n.Error != nil {
+				return fmt.Errorf("opcua %s: subscription %d: %w", ss.cfg.Name, sub.SubscriptionID, n.Error)
+			}
+			switch v := n.Value.(type) {
+			case *ua.DataChangeNotification:
+				ss.dataChange(v, time.Now())
+			case *ua.StatusChangeNotification:
+				if quality(v.Status) == model.QualityBad {
+					return fmt.Errorf("opcua %s: subscription %d: status change: %w", ss.cfg.Name, sub.SubscriptionID, v.Status)
+				}
+				ss.log.Info("subscription status change", "status", v.Status.Error())
+			}
+		}
+	}
+}
+
+// dataChange emits one notification message as one batch, reusing the
+// batch slice. No allocation for scalar values.
+func (ss *session) dataChange(n *ua.DataChangeNotification, recv time.Time) {
+	ss.src.notifications.Add(1)
+	b := ss.batch[:0]
+	for _, it := range n.MonitoredItems {
+		if it == nil {
+			continue
+		}
+		i := int(it.ClientHandle)
+		if uint(i) >= uint(len(ss.nodes)) || ss.nodes[i] == nil {
+			ss.src.unknown.Add(1)
+			continue
+		}
+		if !ss.reported[i] {
+			ss.reported[i] = true
+			ss.pending--
+		}
+		b = append(b, model.Sample{Source: ss.cfg.Name, Address: ss.src.binds[i].key, ReceiveTime: recv})
+		s := &b[len(b)-1]
+		if err := ss.conv.fillSample(s, it.Value, ss.last[i]); err != nil {
+			ss.unsupported(i, err)
+		}
+		ss.last[i] = s.Value
+	}
+	ss.batch = b
+	if len(b) > 0 {
+		ss.src.samples.Add(uint64(len(b)))
+		ss.emit(b)
+	}
+}
+
+// unsupported logs a value the gateway cannot carry, once per key and
+// problem.
+func (ss *session) unsupported(i int, err error) {
+	if errors.Is(err, errUnsupportedType) {
+		ss.logProblem(ss.src.binds[i].key, "value type not supported; the tag is BAD", "err", err.Error())
+	}
+}
+
+// readFirstValues reads the items that have not reported a first value:
+// the specification has the server send it, but a tag must never wait for
+// its first change to get a value.
+func (ss *session) readFirstValues(ctx context.Context) error {
+	var idx []int
+	for i, node := range ss.nodes {
+		if node != nil && !ss.reported[i] {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	ss.log.Info("monitored items sent no first value; reading them", "items", len(idx), "waited", ss.firstValueWait())
+	for start := 0; start < len(idx); start += ss.limits.maxNodesPerRead {
+		part := idx[start:min(start+ss.limits.maxNodesPerRead, len(idx))]
+		if err := ss.readBatch(ctx, part, readRequest(ss.nodes, part)); err != nil {
+			return err
+		}
+		for _, i := range part {
+			// A notification may have arrived meanwhile; either way the tag
+			// has its value now.
+			if !ss.reported[i] {
+				ss.reported[i] = true
+				ss.pending--
+			}
+		}
+	}
+	return nil
+}
