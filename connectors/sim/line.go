@@ -122,7 +122,11 @@ func NewBottlingLine(s *Server, seed int64) *BottlingLine {
 }
 
 // Run steps the line every step (default 100ms) until ctx is done.
-func (l *BottlingLine) Run(ctx context.Context, step time.Duration) {
+func (l *BottlingLine) Run(ctx context.Context, step time.Duration) { runEvery(ctx, step, l.Step) }
+
+// runEvery calls stepFn(step) every step (default 100ms) until ctx is done:
+// the simulated time advances with the wall clock.
+func runEvery(ctx context.Context, step time.Duration, stepFn func(time.Duration)) {
 	if step <= 0 {
 		step = 100 * time.Millisecond
 	}
@@ -133,7 +137,7 @@ func (l *BottlingLine) Run(ctx context.Context, step time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			l.Step(step)
+			stepFn(step)
 		}
 	}
 }

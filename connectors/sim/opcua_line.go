@@ -124,21 +124,7 @@ func (l *UALine) Paths() []string {
 }
 
 // Run steps the line every step (default 100ms) until ctx is done.
-func (l *UALine) Run(ctx context.Context, step time.Duration) {
-	if step <= 0 {
-		step = 100 * time.Millisecond
-	}
-	t := time.NewTicker(step)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			l.Step(step)
-		}
-	}
-}
+func (l *UALine) Run(ctx context.Context, step time.Duration) { runEvery(ctx, step, l.Step) }
 
 // Step advances the simulation by dt of simulated time and sets the values
 // that changed. Steps much longer than the episodes (about 5 s) skip events.
