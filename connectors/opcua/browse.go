@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/id"
@@ -470,9 +472,8 @@ func Skeleton(w io.Writer, nodes []BrowsedNode, source string) error {
 			where = n.NodeIDIndex
 		}
 		what := strings.Join(nonEmpty(n.DataType, n.Access), ", ")
-		if strings.Contains(n.NodeID, "{") {
-			// A { in an address starts a {param} in model files.
-			fmt.Fprintf(&b, "      # %s: its node id %s contains {, which model files read as a {param}; bind it by browse path instead\n", where, n.NodeID)
+		if why := unbindable(n.NodeID); why != "" {
+			fmt.Fprintf(&b, "      # %s\n", commentText(fmt.Sprintf("%s: its node id %s %s; bind it by browse path instead", where, strconv.Quote(n.NodeID), why)))
 			continue
 		}
 		name := uniqueTagName(n, used)
@@ -480,9 +481,8 @@ func Skeleton(w io.Writer, nodes []BrowsedNode, source string) error {
 		if what != "" {
 			comment = what + ": " + where
 		}
-		comment = strings.NewReplacer("\n", " ", "\r", " ").Replace(comment)
 		fmt.Fprintf(&b, "      %s:\n", yamlKey(name))
-		fmt.Fprintf(&b, "        address: %s  # %s\n", strconv.Quote(n.NodeID), comment)
+		fmt.Fprintf(&b, "        address: %s  # %s\n", strconv.Quote(n.NodeID), commentText(comment))
 		tags++
 	}
 	if tags == 0 {
@@ -495,6 +495,38 @@ func Skeleton(w io.Writer, nodes []BrowsedNode, source string) error {
 	fmt.Fprintf(&b, "    source: %s\n", strconv.Quote(source))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// unbindable says why nodeID cannot be a model address that binds this
+// very node ("" when it can): model files must load, and read back the
+// same id (they trim spaces, and a { starts a {param}).
+func unbindable(nodeID string) string {
+	switch {
+	case strings.Contains(nodeID, "{"):
+		return "contains {, which model files read as a {param}"
+	case !utf8.ValidString(nodeID):
+		return "is not valid UTF-8"
+	}
+	a, err := model.ParseAddress(nodeID, model.AddressOptions{})
+	switch {
+	case err != nil:
+		return "is not a valid model address (" + err.Error() + ")"
+	case a.OPCUA == nil || a.OPCUA.Key() != nodeID:
+		return "would be read as another node id"
+	}
+	return ""
+}
+
+// commentText makes s safe in a YAML comment: YAML refuses control
+// characters and invalid UTF-8 anywhere in a file, and ends a comment at
+// any line break (also NEL, U+2028 and U+2029).
+func commentText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || r != '\t' && !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func nonEmpty(ss ...string) []string {

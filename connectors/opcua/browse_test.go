@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"strconv"
@@ -270,5 +271,60 @@ func TestNodeIDOfNamespaceURI(t *testing.T) {
 	}
 	if got := w.uriForm(ua.NewByteStringNodeID(7, []byte{1, 2})); got != "ns=7;b=AQI=" {
 		t.Errorf("uriForm(unknown namespace) = %s", got)
+	}
+}
+
+// Browse names and node ids come from the server as they are: none of them
+// may make the skeleton fail to load, or bind a tag to another node than
+// the one browsed.
+func TestSkeletonHostileNames(t *testing.T) {
+	for name, n := range map[string]BrowsedNode{
+		"line separator in path": {BrowsePath: "/Objects/a\u2028x: 1"},
+		"NEL in path":            {BrowsePath: "/Objects/a\u0085x: 1"},
+		"control in path":        {BrowsePath: "/Objects/a\x01b"},
+		"Latin-1 in path":        {BrowsePath: "/Objects/Temperatur \xb0C"},
+		"control in data type":   {DataType: "nsu=urn:x\x02;i=5"},
+		"BOM in path":            {BrowsePath: "/Objects/\ufeffa"},
+		"brace and newline":      {NodeID: "ns=2;s={A}", BrowsePath: "/Objects/a\nx: 1"},
+		"control in id":          {NodeID: "ns=2;s=A\x01"},
+		"Latin-1 in id":          {NodeID: "ns=2;s=A\xff"},
+		"separator in id":        {NodeID: "ns=2;s=A\u2028", BrowsePath: "-"},
+		"empty string id":        {NodeID: "ns=2;s="},
+		"spaces around id":       {NodeID: "ns=2;s= A "},
+		"semicolon in URI":       {NodeID: "nsu=urn:a;b;s=A"},
+		"guid":                   {NodeID: "ns=2;g=72962b91-fa75-4ae6-8d28-b404dc7daf63"},
+		"bytes":                  {NodeID: "ns=2;b=AQID"},
+	} {
+		n.Class, n.BrowseName = "Variable", "a"
+		n.NodeID = cmp.Or(n.NodeID, "ns=2;s=A")
+		n.NodeIDIndex = n.NodeID
+		switch n.BrowsePath {
+		case "":
+			n.BrowsePath = "/Objects/a"
+		case "-":
+			n.BrowsePath = ""
+		}
+		ok := BrowsedNode{Class: "Variable", BrowseName: "ok", NodeID: "ns=2;s=OK", BrowsePath: "/Objects/ok"}
+		var buf bytes.Buffer
+		if err := Skeleton(&buf, []BrowsedNode{ok, n}, "ua1"); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		m, err := model.LoadFiles([]model.File{{Name: "s.yaml", Data: buf.Bytes()}})
+		if err != nil {
+			t.Errorf("%s: the skeleton does not load: %v\n%s", name, err, buf.String())
+			continue
+		}
+		bound := false
+		for _, tag := range m.Assets[0].Tags {
+			key := tag.Address.OPCUA.Key()
+			if key != ok.NodeID && key != n.NodeID {
+				t.Errorf("%s: tag %s binds %q, which was not browsed\n%s", name, tag.Name, key, buf.String())
+			}
+			bound = bound || key == n.NodeID
+		}
+		if !bound && !strings.Contains(buf.String(), "bind it by browse path") {
+			t.Errorf("%s: node %q neither bound nor mentioned\n%s", name, n.NodeID, buf.String())
+		}
 	}
 }

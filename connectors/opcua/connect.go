@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 	"github.com/gopcua/opcua/uacp"
 	"github.com/gopcua/opcua/uapolicy"
@@ -539,18 +540,19 @@ func probeChannel(ctx context.Context, endpoint string, ep *ua.EndpointDescripti
 		return 0, false
 	}
 	defer ln.Close()
-	var code atomic.Uint32
-	relayed := make(chan struct{})
-	go func() {
-		defer close(relayed)
-		relayERR(ctx, ln, u.Host, timeout, &code)
-	}()
-	defer func() { cancel(); <-relayed }()
-
+	// Dial before the relay accepts, so it knows which connection is ours.
 	tcp, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
 	if err != nil {
 		return 0, false
 	}
+	var code atomic.Uint32
+	relayed := make(chan struct{})
+	go func() {
+		defer close(relayed)
+		relayERR(ctx, ln, tcp.LocalAddr().String(), u.Host, timeout, &code)
+	}()
+	defer func() { cancel(); <-relayed }()
+
 	conn, err := uacp.NewConn(tcp, uacp.DefaultClientACK)
 	if err != nil {
 		tcp.Close()
@@ -587,14 +589,23 @@ func probeChannel(ctx context.Context, endpoint string, ep *ua.EndpointDescripti
 	return asStatus(err)
 }
 
-// relayERR forwards one connection accepted on ln to addr and both ways
-// back, and stores the status code of the first ERR message the server
-// sends in code.
-func relayERR(ctx context.Context, ln *net.TCPListener, addr string, timeout time.Duration, code *atomic.Uint32) {
+// relayERR forwards the connection from want (the probe's local address)
+// accepted on ln to addr and both ways back, and stores the status code of
+// the first ERR message the server sends in code. Other local processes may
+// connect to ln too: they are hung up on.
+func relayERR(ctx context.Context, ln *net.TCPListener, want, addr string, timeout time.Duration, code *atomic.Uint32) {
 	ln.SetDeadline(time.Now().Add(timeout))
-	client, err := ln.Accept()
-	if err != nil {
-		return
+	var client net.Conn
+	for client == nil {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if c.RemoteAddr().String() == want {
+			client = c
+		} else {
+			c.Close()
+		}
 	}
 	defer client.Close()
 	server, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
@@ -653,15 +664,29 @@ func errMessageCode(body []byte) (uint32, bool) {
 	buf.ReadBytes()  // receiver certificate thumbprint
 	buf.ReadUint32() // sequence number
 	buf.ReadUint32() // request id
-	rest := buf.Bytes()
-	if rest == nil {
+	// Read the fault by hand rather than with ua.DecodeService: these bytes
+	// come before any security, and gopcua's decoder allocates whatever
+	// array lengths a message claims (a few bytes can exhaust the memory).
+	// The type id, then the ResponseHeader's Timestamp, RequestHandle and
+	// ServiceResult.
+	var typeID uint32
+	switch buf.ReadByte() {
+	case 0x01: // four-byte node id
+		if buf.ReadByte() == 0 {
+			typeID = uint32(buf.ReadUint16())
+		}
+	case 0x02: // numeric node id
+		if buf.ReadUint16() == 0 {
+			typeID = buf.ReadUint32()
+		}
+	}
+	buf.ReadUint64() // timestamp
+	buf.ReadUint32() // request handle
+	result := ua.StatusCode(buf.ReadUint32())
+	if buf.Error() != nil || typeID != id.ServiceFault_Encoding_DefaultBinary || result == ua.StatusOK {
 		return 0, false
 	}
-	_, svc, err := ua.DecodeService(rest)
-	if f, ok := svc.(*ua.ServiceFault); ok && err == nil && f.ResponseHeader != nil && f.ResponseHeader.ServiceResult != ua.StatusOK {
-		return uint32(f.ResponseHeader.ServiceResult), true
-	}
-	return 0, false
+	return uint32(result), true
 }
 
 func asStatus(err error) (ua.StatusCode, bool) {

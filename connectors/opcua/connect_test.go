@@ -13,9 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -553,6 +555,28 @@ func TestErrMessageCode(t *testing.T) {
 	}
 }
 
+// errMessageCode reads what a server sends before any security is set up,
+// so hostile bytes must neither panic nor make it allocate by a length the
+// message claims (the gateway process would die of it).
+func FuzzErrMessageCode(f *testing.F) {
+	std := ua.NewBuffer(nil)
+	std.WriteUint32(uint32(ua.StatusBadCertificateUntrusted))
+	std.WriteString("untrusted")
+	f.Add(std.Bytes())
+	f.Add(serviceFaultERR(&testing.T{}, ua.StatusBadSecurityChecksFailed, []byte("cert")))
+	// A ServiceFault whose diagnostics claim a 2^31-element string table.
+	f.Add([]byte("\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x01\x00\x8d\x01\xa7p8\x04Y{\xdd\x01\x01\x00\x00\x00\x00\x00\x13\x80\x00\xff\x00\x7f\x7f"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		errMessageCode(body)
+		runtime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20+uint64(len(body))*4 {
+			t.Fatalf("allocated %d bytes for a %d-byte message", n, len(body))
+		}
+	})
+}
+
 // A server that refuses the OpenSecureChannel with an ERR message and
 // hangs up: gopcua reports only EOF, the probe finds the status code.
 func TestProbeChannelReadsERR(t *testing.T) {
@@ -618,5 +642,74 @@ func TestProbeChannelReadsERR(t *testing.T) {
 				t.Fatalf("connect error = %v", err)
 			}
 		})
+	}
+}
+
+// The probe's loopback relay serves only the probe's own connection: another
+// local process that connects first must neither be relayed to the server
+// nor decide the status code the gateway reports.
+func TestRelayERROnlyRelaysTheProbe(t *testing.T) {
+	srv, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() { // answers "OURS" and anything else with different ERR codes
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				hello := make([]byte, 4)
+				if _, err := io.ReadFull(c, hello); err != nil {
+					return
+				}
+				code := ua.StatusBadUserAccessDenied
+				if string(hello) == "OURS" {
+					code = ua.StatusBadCertificateUntrusted
+				}
+				msg := []byte{'E', 'R', 'R', 'F', 16, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}
+				binary.LittleEndian.PutUint32(msg[8:], uint32(code))
+				c.Write(msg)
+			}()
+		}
+	}()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stranger, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	stranger.Write([]byte("EVIL"))
+	ours, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var code atomic.Uint32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		relayERR(ctx, ln, ours.LocalAddr().String(), srv.Addr().String(), 2*time.Second, &code)
+	}()
+	ours.Write([]byte("OURS"))
+	ours.SetReadDeadline(time.Now().Add(3 * time.Second))
+	got := make([]byte, 16)
+	if _, err := io.ReadFull(ours, got); err != nil || string(got[:3]) != "ERR" {
+		t.Fatalf("the probe's connection got %q, %v; want the server's ERR", got, err)
+	}
+	cancel()
+	<-done
+	if c := ua.StatusCode(code.Load()); c != ua.StatusBadCertificateUntrusted {
+		t.Fatalf("code = %v, want the one the server sent the probe", c)
 	}
 }

@@ -82,11 +82,18 @@ func loadIdentity(cfg *Config, log *slog.Logger) (*identity, error) {
 	return id, nil
 }
 
-// warnURI tells about an application_uri that the certificate does not
-// carry: servers compare the session's URI with the certificate's, so the
-// certificate's wins.
+// uriWarned holds the certificate file and configured URI pairs warned
+// about, so reconnects do not repeat it.
+var uriWarned sync.Map
+
+// warnURI tells once about an application_uri that the certificate does
+// not carry: servers compare the session's URI with the certificate's, so
+// the certificate's wins.
 func warnURI(cfg *Config, id *identity, log *slog.Logger) {
 	if cfg.ApplicationURI != "" && id.uri != "" && cfg.ApplicationURI != id.uri {
+		if _, seen := uriWarned.LoadOrStore(id.certFile+"\x00"+cfg.ApplicationURI, true); seen {
+			return
+		}
 		log.Warn("opcua: application_uri differs from the URI in the gateway's certificate; using the certificate's (delete the created certificate to make one with the new URI, which servers must then trust again)",
 			"source", cfg.Name, "application_uri", cfg.ApplicationURI, "certificate_uri", id.uri, "cert_file", id.certFile)
 	}
@@ -123,11 +130,15 @@ func ownIdentity(dir, uri string) (id *identity, created bool, err error) {
 	certFile := filepath.Join(filepath.Dir(filepath.Dir(keyFile)), filepath.Base(ownCertPath))
 
 	key, err := readKeyFile(keyFile)
-	if errors.Is(err, os.ErrNotExist) {
-		key, err = createKey(keyFile)
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("gateway identity: %w", err)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if key, err = createKey(keyFile); err != nil {
+			return nil, false, fmt.Errorf("gateway identity: %w", err)
+		}
+	case errors.Is(err, os.ErrPermission):
+		return nil, false, fmt.Errorf("gateway identity: %w (the gateway must run as the user that owns it)", err)
+	case err != nil:
+		return nil, false, fmt.Errorf("gateway identity: %w (to start over, delete it and %s: a new key and certificate are then created, which servers must trust again)", err, certFile)
 	}
 
 	der, err := os.ReadFile(certFile)

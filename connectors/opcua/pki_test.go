@@ -358,3 +358,43 @@ func secWrite(t testing.TB, name string, data []byte) {
 		t.Fatal(err)
 	}
 }
+
+// The gateway's certificate keeps the URI it was made with (servers trust
+// that certificate); a different application_uri later (e.g. a new host
+// name) is told once, not at every reconnect.
+func TestOwnIdentityURIChangedWarnsOnce(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := loadIdentity(&Config{Name: "ua", PKIDir: dir, ApplicationURI: "urn:unsgate:oldhost:gw"}, secLog()); err != nil {
+		t.Fatal(err)
+	}
+	rec := &secRecorder{}
+	for range 3 {
+		id, err := loadIdentity(&Config{Name: "ua", PKIDir: dir, ApplicationURI: "urn:unsgate:newhost:gw"}, slog.New(rec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.uri != "urn:unsgate:oldhost:gw" {
+			t.Fatalf("uri %q, want the certificate's", id.uri)
+		}
+	}
+	if len(rec.lines) != 1 || !strings.Contains(rec.lines[0], "urn:unsgate:oldhost:gw") || !strings.Contains(rec.lines[0], "urn:unsgate:newhost:gw") ||
+		!strings.Contains(rec.lines[0], filepath.Join(dir, "own", "cert.der")) {
+		t.Fatalf("logs %q, want one warning naming both URIs and the certificate file", rec.lines)
+	}
+}
+
+// A damaged key in pki_dir/own (a disk error, a hand edit): the error names
+// the file and says how to get a working identity again.
+func TestOwnIdentityDamagedKey(t *testing.T) {
+	dir := t.TempDir()
+	first, err := loadIdentity(&Config{Name: "ua", PKIDir: dir}, secLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "own", "private", "key.pem")
+	secWrite(t, keyFile, []byte("-----BEGIN RSA PRIVATE KEY-----\ntruncated"))
+	_, err = loadIdentity(&Config{Name: "ua", PKIDir: dir}, secLog())
+	if err == nil || !strings.Contains(err.Error(), keyFile) || !strings.Contains(err.Error(), "delete") || !strings.Contains(err.Error(), first.certFile) {
+		t.Fatalf("err = %v, want one naming %s, what to delete and %s", err, keyFile, first.certFile)
+	}
+}
