@@ -33,7 +33,7 @@ func benchSession(b testing.TB, n int, emitted *atomic.Int64) *session {
 	return ss
 }
 
-// dataChange is a notification of n items (client handle = index) as the
+// dataChange is a notification of n items (client handles as itemHandle gives them) as the
 // client library hands it over: encoded and decoded, so every value is a
 // decoded variant. mk makes item i's value.
 func dataChange(b testing.TB, n int, mk func(i int) any) ([]byte, *ua.DataChangeNotification) {
@@ -42,7 +42,7 @@ func dataChange(b testing.TB, n int, mk func(i int) any) ([]byte, *ua.DataChange
 	dcn := &ua.DataChangeNotification{DiagnosticInfos: []*ua.DiagnosticInfo{}}
 	for i := range n {
 		dcn.MonitoredItems = append(dcn.MonitoredItems, &ua.MonitoredItemNotification{
-			ClientHandle: uint32(i),
+			ClientHandle: itemHandle(i),
 			Value: &ua.DataValue{
 				EncodingMask:    ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,
 				Value:           ua.MustVariant(mk(i)),

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,6 +330,44 @@ func TestInteropNodeOPCUA(t *testing.T) {
 		}
 		if err := <-errc; err != nil {
 			t.Errorf("Run after cancel: %v", err)
+		}
+	})
+
+	// The liveness item on CurrentTime: an independent server samples it at
+	// its own rate, and a healthy session must outlive several KeepAlives.
+	// Its samples must not show up as a tag's (node-opcua ignores client
+	// handles 0 and 0xFFFFFFFF and reports such items with handle 0).
+	t.Run("SessionOutlivesKeepAlive", func(t *testing.T) {
+		cfg := interopConfig(t, open, true)
+		cfg.Tags = []Tag{{Addr: model.OPCUAAddress{NamespaceURI: interopNS, IDType: 's', ID: "Line2.Filler1.Speed"}}}
+		cfg.PublishingInterval = 100 * time.Millisecond
+		cfg.KeepAlive = time.Second
+		src, err := New(*cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		defer cancel()
+		var samples atomic.Int64
+		var mu sync.Mutex
+		var strays []string
+		if err := src.Run(ctx, func(b []model.Sample) {
+			samples.Add(int64(len(b)))
+			for _, s := range b {
+				if s.Quality == model.QualityGood && s.Value.Kind() != model.KindFloat {
+					mu.Lock()
+					strays = append(strays, s.Value.String())
+					mu.Unlock()
+				}
+			}
+		}); err != nil {
+			t.Fatalf("Run over 4 KeepAlives: %v", err)
+		}
+		if len(strays) > 0 {
+			t.Fatalf("Speed (a Double) reported as %q", strays)
+		}
+		if st := src.Stats(); st.Connects != 1 || st.Errors != 0 || samples.Load() == 0 {
+			t.Fatalf("stats %+v, %d samples: want one session, no error, values", st, samples.Load())
 		}
 	})
 

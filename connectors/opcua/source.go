@@ -67,6 +67,10 @@ type Source struct {
 	items         atomic.Int64
 	unresolved    atomic.Int64
 	unknown       atomic.Uint64
+
+	// livenessRefused is set once a server refused the liveness item, so
+	// that is logged as a warning once.
+	livenessRefused atomic.Bool
 }
 
 // binding is one key: tags sharing the key are merged into it.
@@ -87,10 +91,13 @@ type binding struct {
 type Stats struct {
 	Connects      uint64 // sessions that connected
 	Errors        uint64 // sessions that ended with an error
-	Notifications uint64 // data change notifications received
+	Notifications uint64 // data change notifications received (not counting those with only the liveness item)
 	Samples       uint64 // samples emitted (values and BAD markers)
 	Reads         uint64 // Read requests: poll batches and initial-value reads
-	// CreateMonitoredItemsCalls counts CreateMonitoredItems requests sent.
+	// CreateMonitoredItemsCalls counts the CreateMonitoredItems requests
+	// that created the bindings' items. (The liveness item rides in the
+	// last of them; only when that one is full does it need a request of
+	// its own, which is not counted.)
 	CreateMonitoredItemsCalls uint64
 	// MonitoredItems is the number of monitored items the server accepted
 	// (subscribe mode) or of nodes read (poll mode) in the current (or
@@ -141,6 +148,10 @@ func New(cfg Config) (*Source, error) {
 	var probs configProblems
 	normalize(&cfg, &probs)
 	binds := buildBindings(&cfg, &probs)
+	if uint64(len(binds)) >= math.MaxUint32-1 {
+		// Client handles are 1..len(binds)+1 (see itemHandle).
+		probs.add("%d node bindings; at most %d", len(binds), uint64(math.MaxUint32-2))
+	}
 	if err := probs.err(cfg.Name); err != nil {
 		return nil, err
 	}
@@ -401,10 +412,12 @@ func nodeIDFor(a *model.OPCUAAddress, ns uint16) (*ua.NodeID, error) {
 // The session ends with an error when the client reports the connection
 // lost, when the server state (i=2259) read every KeepAlive/2 fails or
 // takes longer than KeepAlive/2 (so a silent server is noticed within
-// KeepAlive), or when the subscription reports an error or a bad status
-// change. On the way out the subscription is deleted and the session
-// closed within a short deadline; the supervisor then marks every tag BAD
-// and reconnects, and the next session subscribes anew.
+// KeepAlive), when the subscription reports an error or a bad status
+// change, or when the subscription falls silent while the connection
+// works (see session.livenessHandle), which gopcua does not report. On the way out
+// the subscription is deleted and the session closed within a short
+// deadline; the supervisor then marks every tag BAD and reconnects, and
+// the next session subscribes anew.
 func (src *Source) Run(ctx context.Context, emit connectors.Emit) error {
 	if ctx.Err() != nil {
 		return nil
@@ -444,6 +457,10 @@ type session struct {
 	revisedInterval time.Duration
 	reported        []bool // per binding: a first value arrived
 	pending         int    // monitored items without a first value
+	liveness        bool   // the server accepted the liveness item
+	// livenessSampling is the server's sampling interval for it.
+	livenessSampling time.Duration
+	alive            bool // a liveness sample arrived since listen last looked
 
 	lost     chan struct{} // closed when the client reports the connection lost
 	lostOnce sync.Once
@@ -566,6 +583,7 @@ func (ss *session) request(ctx context.Context) (context.Context, context.Cancel
 var (
 	nodeNamespaceArray    = ua.NewNumericNodeID(0, id.Server_NamespaceArray)
 	nodeServerState       = ua.NewNumericNodeID(0, id.Server_ServerStatus_State)
+	nodeCurrentTime       = ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime)
 	nodeMaxNodesPerRead   = ua.NewNumericNodeID(0, id.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
 	nodeMaxItemsPerCall   = ua.NewNumericNodeID(0, id.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall)
 	nodeMaxNodesPerBrowse = ua.NewNumericNodeID(0, id.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse)

@@ -741,6 +741,7 @@ func TestKeepAliveStall(t *testing.T) {
 	err := r.ended(t, 5*time.Second)
 	took := time.Since(stalled)
 	tap.resume()
+	// The watchdog's read or the silent subscription, whichever first.
 	if err == nil || !strings.Contains(err.Error(), "keep-alive") {
 		t.Fatalf("Run = %v, want a keep-alive error", err)
 	}
@@ -881,4 +882,46 @@ func TestSessionsLeaveNothingBehind(t *testing.T) {
 	}
 	waitFor(t, "the connection to close", 5*time.Second, func() bool { return tap.open() == 0 })
 	goroutinesAtMost(t, before, 5*time.Second)
+}
+
+// A server that loses the source's subscription while the connection
+// stays up (gopcua's client reports nothing: no keep-alive is passed on,
+// and the unanswered publish requests just time out) is noticed within
+// KeepAlive by the missing CurrentTime samples: the tags go BAD, and under
+// a Supervisor a new session subscribes again and values flow.
+func TestSubscriptionLostNoticed(t *testing.T) {
+	srv := sharedSim(t)
+	dir := folder(t)
+	node := srv.AddVariable(dir+"/V", 1.0)
+	cfg := testConfig(srv.Endpoint(), tag(t, node))
+	cfg.KeepAlive = time.Second
+	src := mustNew(t, cfg)
+	sup := connectors.NewSupervisor(src, connectors.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}, testLogger(t))
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sup.Run(ctx, rec.emit); close(done) }()
+	defer func() { cancel(); waitClosed(t, done, "the supervisor to stop") }()
+	rec.waitValue(t, node, model.QualityGood, model.FloatValue(1))
+
+	if n := srv.DropSubscriptions(); n < 1 {
+		t.Fatalf("DropSubscriptions = %d, want the source's", n)
+	}
+	dropped := time.Now()
+	rec.wait(t, "the tag BAD", 5*time.Second, func() bool { return rec.latest[node].Quality == model.QualityBad })
+	took := time.Since(dropped)
+	// KeepAlive, plus scheduling slack on a loaded 2-core machine.
+	if took > cfg.KeepAlive+500*time.Millisecond {
+		t.Fatalf("lost subscription noticed after %v, want within KeepAlive (%v)", took, cfg.KeepAlive)
+	}
+	if st := sup.Status(); !strings.Contains(st.LastError, "silent for 1s") || !strings.Contains(st.LastError, "i=2258") {
+		t.Fatalf("supervisor's last error %q, want the silent subscription", st.LastError)
+	}
+	t.Logf("lost subscription noticed after %v", took)
+
+	srv.Set(dir+"/V", 2.0)
+	rec.waitValue(t, node, model.QualityGood, model.FloatValue(2))
+	if st := src.Stats(); st.Connects < 2 || st.Errors < 1 {
+		t.Fatalf("stats %+v: want a failed session and a new one", st)
+	}
 }

@@ -18,8 +18,44 @@ import (
 // slows the server down instead of losing data.
 const notifyBuffer = 64
 
-// subscribe creates the subscription and its monitored items. Items the
-// server refuses are emitted BAD with their status code and logged.
+// Client handles: binding i's items carry handle i+1, so a notification
+// finds its binding without a map, and the liveness item carries the
+// handle after the last binding's. None is 0 or 0xFFFFFFFF: some servers
+// treat those as "no handle" (node-opcua keeps its default of 0 for both,
+// which would report the liveness samples as binding 0's values).
+func itemHandle(i int) uint32 { return uint32(i) + 1 }
+
+// bindingOf is the binding index of a client handle, or -1.
+func (ss *session) bindingOf(h uint32) int {
+	if h == 0 || uint64(h) > uint64(len(ss.nodes)) {
+		return -1
+	}
+	return int(h) - 1
+}
+
+// livenessHandle is the client handle of the liveness item: a monitored
+// item on Server_ServerStatus_CurrentTime (i=2258) in the source's
+// subscription.
+//
+// Why: a subscription can die while the connection stays up (the server
+// lost or deleted it, or stopped publishing it), and gopcua v0.9.0 does not
+// say so: it passes no keep-alive on and quietly pauses its publish loop on
+// BadNoSubscription, so tags would stay GOOD with frozen values. A
+// compliant server's CurrentTime changes at every sample, so with a
+// sampling interval of the publishing interval every publishing cycle
+// carries a sample of it: when none arrives within KeepAlive (counted from
+// the subscription's creation, then from each sample) the session ends
+// and the supervisor starts over. Counting from the creation also catches
+// a subscription that never publishes: gopcua's publish loop can stay
+// paused from the start (its pause at NewClient and resume at Subscribe
+// are buffered signals taken in random order). The samples are not
+// emitted. A server that refuses the item leaves only the server-state
+// watchdog.
+func (ss *session) livenessHandle() uint32 { return itemHandle(len(ss.src.binds)) }
+
+// subscribe creates the subscription and its monitored items, the
+// liveness item last. Items the server refuses are emitted BAD with their
+// status code and logged.
 func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
 	interval := ss.cfg.PublishingInterval
 	// Bounded so that the lifetime (3 keep-alives) fits in a uint32.
@@ -45,8 +81,7 @@ func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
 	ss.log.Debug("subscription created", "id", sub.SubscriptionID, "publishing_interval", sub.RevisedPublishingInterval,
 		"keep_alive_count", sub.RevisedMaxKeepAliveCount, "lifetime_count", sub.RevisedLifetimeCount)
 
-	// Client handle = binding index, so a notification finds its binding
-	// without a map.
+	// handles[k] is the binding index of request k (see itemHandle).
 	var handles []int
 	var reqs []*ua.MonitoredItemCreateRequest
 	for i, node := range ss.nodes {
@@ -57,6 +92,14 @@ func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
 		reqs = append(reqs, ss.itemRequest(i, node))
 	}
 	ss.reported = make([]bool, len(ss.nodes))
+	// Nothing to watch without items: the watchdog still watches the
+	// connection.
+	liveIdx := -1
+	if len(reqs) > 0 {
+		liveIdx = len(reqs)
+		handles = append(handles, -1)
+		reqs = append(reqs, ss.livenessRequest())
+	}
 	var badIdx []int
 	var badStatus []ua.StatusCode
 	good := 0
@@ -65,7 +108,9 @@ func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
 		rctx, cancel := ss.request(ctx)
 		res, err := sub.Monitor(rctx, ua.TimestampsToReturnBoth, reqs[start:end]...)
 		cancel()
-		ss.src.createCalls.Add(1)
+		if start != liveIdx {
+			ss.src.createCalls.Add(1)
+		}
 		if err != nil {
 			return sub, fmt.Errorf("create monitored items %d..%d of %d: %w", start+1, end, len(reqs), err)
 		}
@@ -73,12 +118,20 @@ func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
 			return sub, fmt.Errorf("create monitored items: %d results for %d items", len(res.Results), end-start)
 		}
 		for k, r := range res.Results {
-			i := handles[start+k]
-			key := ss.src.binds[i].key
 			status := ua.StatusBadUnexpectedError
 			if r != nil {
 				status = r.StatusCode
 			}
+			if start+k == liveIdx {
+				var revised float64
+				if r != nil {
+					revised = r.RevisedSamplingInterval
+				}
+				ss.livenessCreated(status, revised)
+				continue
+			}
+			i := handles[start+k]
+			key := ss.src.binds[i].key
 			if quality(status) == model.QualityBad {
 				ss.nodes[i] = nil
 				badIdx, badStatus = append(badIdx, i), append(badStatus, status)
@@ -99,7 +152,7 @@ func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
 func (ss *session) itemRequest(i int, node *ua.NodeID) *ua.MonitoredItemCreateRequest {
 	b := &ss.src.binds[i]
 	p := &ua.MonitoringParameters{
-		ClientHandle:     uint32(i),
+		ClientHandle:     itemHandle(i),
 		SamplingInterval: float64(b.sampling) / float64(time.Millisecond),
 		QueueSize:        b.queue,
 		DiscardOldest:    true,
@@ -123,6 +176,57 @@ func (ss *session) itemRequest(i int, node *ua.NodeID) *ua.MonitoredItemCreateRe
 	}
 }
 
+// livenessRequest is the liveness item (see session.livenessHandle): queue 1, as
+// only the latest sample matters.
+func (ss *session) livenessRequest() *ua.MonitoredItemCreateRequest {
+	return &ua.MonitoredItemCreateRequest{
+		ItemToMonitor: &ua.ReadValueID{
+			NodeID:       nodeCurrentTime,
+			AttributeID:  ua.AttributeIDValue,
+			DataEncoding: &ua.QualifiedName{},
+		},
+		MonitoringMode: ua.MonitoringModeReporting,
+		RequestedParameters: &ua.MonitoringParameters{
+			ClientHandle:     ss.livenessHandle(),
+			SamplingInterval: float64(ss.revisedInterval) / float64(time.Millisecond),
+			QueueSize:        1,
+			DiscardOldest:    true,
+			Filter:           ua.NewExtensionObject(nil),
+		},
+	}
+}
+
+// livenessCreated takes the server's answer to the liveness item. A
+// refusal is no reason to fail the session: the watchdog still notices a
+// lost connection or a silent server, only not a lost subscription.
+// revisedMs is the sampling interval the server chose for it, in
+// milliseconds.
+func (ss *session) livenessCreated(status ua.StatusCode, revisedMs float64) {
+	ss.liveness = quality(status) != model.QualityBad
+	ss.livenessSampling = 0
+	if revisedMs > 0 && revisedMs < float64(time.Hour/time.Millisecond) {
+		ss.livenessSampling = time.Duration(revisedMs * float64(time.Millisecond))
+	}
+	if ss.liveness {
+		return
+	}
+	msg, args := "the server refused a monitored item on CurrentTime (i=2258); a subscription the server loses while the connection stays up will not be noticed",
+		[]any{"status", status.Error()}
+	if ss.src.livenessRefused.CompareAndSwap(false, true) {
+		ss.log.Warn(msg, args...)
+		return
+	}
+	ss.log.Debug(msg, args...)
+}
+
+// livenessDeadline is how long the subscription may go without a liveness
+// sample: KeepAlive, or two publishing intervals or two samplings of the
+// item if the server publishes or samples so slowly that KeepAlive would
+// not see one (servers often sample CurrentTime once a second at most).
+func (ss *session) livenessDeadline() time.Duration {
+	return max(ss.cfg.KeepAlive, 2*ss.revisedInterval, 2*ss.livenessSampling)
+}
+
 // firstValueWait is how long monitored items may take to report their
 // first value before they are read instead: a server samples a new item at
 // once and reports it with the next publish.
@@ -137,6 +241,13 @@ func (ss *session) listen(ctx context.Context, sub *opcua.Subscription) error {
 	if ss.pending == 0 {
 		first.Stop()
 	}
+	// Reset by each liveness sample.
+	deadline := ss.livenessDeadline()
+	silent := time.NewTimer(deadline)
+	defer silent.Stop()
+	if !ss.liveness {
+		silent.Stop()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -149,6 +260,9 @@ func (ss *session) listen(ctx context.Context, sub *opcua.Subscription) error {
 			if err := ss.readFirstValues(ctx); err != nil {
 				return err
 			}
+		case <-silent.C:
+			return fmt.Errorf("opcua %s: keep-alive: subscription %d silent for %v: no sample of CurrentTime (i=2258) in that time (did the server lose the subscription, stop publishing or stop answering?)",
+				ss.cfg.Name, sub.SubscriptionID, deadline)
 		case n := <-ss.notifs:
 			if n.Error != nil {
 				return fmt.Errorf("opcua %s: subscription %d: %w", ss.cfg.Name, sub.SubscriptionID, n.Error)
@@ -156,6 +270,12 @@ func (ss *session) listen(ctx context.Context, sub *opcua.Subscription) error {
 			switch v := n.Value.(type) {
 			case *ua.DataChangeNotification:
 				ss.dataChange(v, time.Now())
+				if ss.alive {
+					ss.alive = false
+					if ss.liveness {
+						silent.Reset(deadline)
+					}
+				}
 			case *ua.StatusChangeNotification:
 				if quality(v.Status) == model.QualityBad {
 					return fmt.Errorf("opcua %s: subscription %d: status change: %w", ss.cfg.Name, sub.SubscriptionID, v.Status)
@@ -169,14 +289,20 @@ func (ss *session) listen(ctx context.Context, sub *opcua.Subscription) error {
 // dataChange emits one notification message as one batch, reusing the
 // batch slice. No allocation for scalar values.
 func (ss *session) dataChange(n *ua.DataChangeNotification, recv time.Time) {
-	ss.src.notifications.Add(1)
 	b := ss.batch[:0]
+	live, liveH := 0, ss.livenessHandle()
 	for _, it := range n.MonitoredItems {
 		if it == nil {
 			continue
 		}
-		i := int(it.ClientHandle)
-		if uint(i) >= uint(len(ss.nodes)) || ss.nodes[i] == nil {
+		if it.ClientHandle == liveH {
+			// Not a binding: only its arrival matters.
+			ss.alive = true
+			live++
+			continue
+		}
+		i := ss.bindingOf(it.ClientHandle)
+		if i < 0 || ss.nodes[i] == nil {
 			ss.src.unknown.Add(1)
 			continue
 		}
@@ -192,6 +318,9 @@ func (ss *session) dataChange(n *ua.DataChangeNotification, recv time.Time) {
 		ss.last[i] = s.Value
 	}
 	ss.batch = b
+	if len(n.MonitoredItems) > live {
+		ss.src.notifications.Add(1)
+	}
 	if len(b) > 0 {
 		ss.src.samples.Add(uint64(len(b)))
 		ss.emit(b)

@@ -157,8 +157,9 @@ func TestStatusMapping(t *testing.T) {
 
 // MaxMonitoredItemsPerCall=7 with 50 tags: 8 CreateMonitoredItems requests
 // on the wire, each item with the configured sampling interval, queue
-// size, discard oldest, and a deadband filter where set; the subscription
-// asks for a keep-alive of about KeepAlive.
+// size, discard oldest, and a deadband filter where set, and the liveness
+// item in the last request; the subscription asks for a keep-alive of
+// about KeepAlive.
 func TestMonitoredItemBatches(t *testing.T) {
 	srv := sharedSim(t)
 	dir := folder(t)
@@ -189,16 +190,33 @@ func TestMonitoredItemBatches(t *testing.T) {
 		t.Fatalf("%d CreateMonitoredItems requests on the wire (stats %d), want 8", len(calls), src.Stats().CreateMonitoredItemsCalls)
 	}
 	total := 0
-	for _, c := range calls {
+	handles := map[uint32]bool{}
+	for n, c := range calls {
 		if len(c.ItemsToCreate) > 7 {
 			t.Fatalf("a request with %d items, limit 7", len(c.ItemsToCreate))
 		}
 		if c.TimestampsToReturn != ua.TimestampsToReturnBoth {
 			t.Fatalf("timestamps to return %v, want both", c.TimestampsToReturn)
 		}
-		for _, it := range c.ItemsToCreate {
-			total++
+		for k, it := range c.ItemsToCreate {
 			p := it.RequestedParameters
+			if it.ItemToMonitor.NodeID.String() == "i=2258" {
+				if n != len(calls)-1 || k != len(c.ItemsToCreate)-1 {
+					t.Fatalf("liveness item in request %d at %d, want last", n+1, k+1)
+				}
+				if f, _ := p.Filter.Value.(*ua.DataChangeFilter); p.ClientHandle != 51 || p.SamplingInterval != 20 ||
+					p.QueueSize != 1 || !p.DiscardOldest || f != nil || it.MonitoringMode != ua.MonitoringModeReporting {
+					t.Fatalf("liveness item %+v, want handle 51 (after the 50 bindings'), sampling = publishing interval, queue 1, no filter", p)
+				}
+				continue
+			}
+			total++
+			// Handles 1..50: never 0 or 0xFFFFFFFF, which some servers
+			// take for "no handle".
+			if h := p.ClientHandle; h < 1 || h > 50 || handles[h] {
+				t.Fatalf("item %s: client handle %d, want a distinct one in 1..50", it.ItemToMonitor.NodeID, h)
+			}
+			handles[p.ClientHandle] = true
 			deadband := it.ItemToMonitor.NodeID.String() == keys[3]
 			wantSampling, wantQueue := 100.0, uint32(4)
 			if deadband {
@@ -304,6 +322,37 @@ func TestListenEndsOnSubscriptionTrouble(t *testing.T) {
 	}
 }
 
+// A subscription with the liveness item that gets no sample of it at all
+// (a server that lost it at once, or a client whose publish loop never
+// started) ends the session after KeepAlive; without the item (refused)
+// only the watchdog would.
+func TestListenEndsWhenSilent(t *testing.T) {
+	src := mustNew(t, Config{Name: "ua1", Endpoint: "opc.tcp://127.0.0.1:4840", SecurityPolicy: "None", AcceptAnyServerCert: true,
+		KeepAlive: 200 * time.Millisecond})
+	for _, liveness := range []bool{true, false} {
+		ss := newSession(src, newRecorder().emit)
+		ss.notifs = make(chan *opcua.PublishNotificationData, 1)
+		ss.liveness = liveness
+		wait := 2 * time.Second
+		if !liveness {
+			wait = 500 * time.Millisecond // over twice KeepAlive
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		start := time.Now()
+		err := ss.listen(ctx, &opcua.Subscription{SubscriptionID: 9})
+		took := time.Since(start)
+		cancel()
+		switch {
+		case liveness && (err == nil || !strings.Contains(err.Error(), "subscription 9 silent for 200ms")):
+			t.Fatalf("listen = %v, want subscription 9 silent", err)
+		case liveness && (took < 200*time.Millisecond || took > 1500*time.Millisecond):
+			t.Fatalf("silence noticed after %v, want after KeepAlive (200ms)", took)
+		case !liveness && err != nil:
+			t.Fatalf("listen without the liveness item = %v, want nil at the context's end", err)
+		}
+	}
+}
+
 // The notification-to-samples path allocates nothing for scalar values
 // once the batch slice has grown.
 func TestDataChangeAllocs(t *testing.T) {
@@ -329,5 +378,113 @@ func TestDataChangeAllocs(t *testing.T) {
 	}
 	if e := emitted.Load(); e < 51*100 || e%100 != 0 {
 		t.Fatalf("%d samples emitted, want whole notifications of 100", e)
+	}
+}
+
+// The liveness item's samples arrive (the tap sees them in publish
+// responses) but are not emitted, and the source's addresses and counters
+// do not show the item.
+func TestLivenessItemHidden(t *testing.T) {
+	srv := sharedSim(t)
+	node := srv.AddVariable(folder(t)+"/V", 1.0)
+	tap := startTap(t, srv.Endpoint())
+	src := mustNew(t, testConfig(tap.endpoint(), tag(t, node)))
+	rec := newRecorder()
+	r := run(t, src, rec.emit)
+	rec.waitValue(t, node, model.QualityGood, model.FloatValue(1))
+	livenessSamples := func() int {
+		n := 0
+		for _, p := range messagesOf[*ua.PublishResponse](tap) {
+			for _, d := range p.NotificationMessage.NotificationData {
+				if dcn, ok := d.Value.(*ua.DataChangeNotification); ok {
+					for _, it := range dcn.MonitoredItems {
+						if it.ClientHandle == 2 { // after the one binding's
+							n++
+						}
+					}
+				}
+			}
+		}
+		return n
+	}
+	waitFor(t, "5 liveness samples on the wire", 5*time.Second, func() bool { return livenessSamples() >= 5 })
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	total := 0
+	for k, h := range rec.all {
+		if k != node {
+			t.Fatalf("samples for %q emitted: %+v", k, h)
+		}
+		total += len(h)
+	}
+	st := src.Stats()
+	if st.MonitoredItems != 1 || st.CreateMonitoredItemsCalls != 1 || st.UnknownHandles != 0 || st.Unresolved != 0 ||
+		st.Samples != uint64(total) || st.Notifications > uint64(rec.batches) {
+		t.Fatalf("stats %+v with %d samples in %d batches", st, total, rec.batches)
+	}
+	if a := src.Addresses(); len(a) != 1 || a[0] != node {
+		t.Fatalf("addresses %q", a)
+	}
+}
+
+// A server that refuses the liveness item: the session runs on (values
+// flow) with the watchdog only, and the refusal is a warning once, not at
+// every session.
+func TestLivenessRefused(t *testing.T) {
+	srv := sharedSim(t)
+	dir := folder(t)
+	node := srv.AddVariable(dir+"/V", 1.0)
+	srv.RefuseMonitoring("i=2258", ua.StatusBadTooManyMonitoredItems)
+	t.Cleanup(func() { srv.RefuseMonitoring("i=2258", ua.StatusOK) })
+	var logs logBuffer
+	cfg := testConfig(srv.Endpoint(), tag(t, node))
+	cfg.Logger = logs.logger()
+	src := mustNew(t, cfg)
+	for i := range 2 {
+		rec := newRecorder()
+		r := run(t, src, rec.emit)
+		rec.waitValue(t, node, model.QualityGood, model.FloatValue(float64(1+i)))
+		srv.Set(dir+"/V", float64(2+i))
+		rec.waitValue(t, node, model.QualityGood, model.FloatValue(float64(2+i)))
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := logs.String()
+	const msg = "refused a monitored item on CurrentTime"
+	if n := strings.Count(out, msg); n != 2 || strings.Count(out, "level=WARN msg=\"the server "+msg) != 1 || !strings.Contains(out, "StatusBadTooManyMonitoredItems") {
+		t.Fatalf("want the refusal logged at both sessions, a warning once, with its status:\n%s", out)
+	}
+	if st := src.Stats(); st.Errors != 0 || st.MonitoredItems != 1 || st.Unresolved != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The silence allowed is KeepAlive unless the server publishes or samples
+// CurrentTime so slowly that two intervals are longer.
+func TestLivenessDeadline(t *testing.T) {
+	src := mustNew(t, Config{Name: "ua1", Endpoint: "opc.tcp://127.0.0.1:4840", SecurityPolicy: "None", AcceptAnyServerCert: true,
+		KeepAlive: 5 * time.Second})
+	for _, c := range []struct {
+		publishing time.Duration
+		revisedMs  float64
+		want       time.Duration
+	}{
+		{time.Second, 1000, 5 * time.Second},
+		{4 * time.Second, 1000, 8 * time.Second},
+		{time.Second, 4000, 8 * time.Second},
+		{time.Second, -1, 5 * time.Second},   // nonsense from a server: ignored
+		{time.Second, 1e12, 5 * time.Second}, // likewise
+	} {
+		ss := newSession(src, newRecorder().emit)
+		ss.revisedInterval = c.publishing
+		ss.livenessCreated(ua.StatusOK, c.revisedMs)
+		if got := ss.livenessDeadline(); got != c.want || !ss.liveness {
+			t.Errorf("publishing %v, sampling %vms: deadline %v (liveness %v), want %v", c.publishing, c.revisedMs, got, ss.liveness, c.want)
+		}
 	}
 }

@@ -99,12 +99,19 @@ type OPCUAServer struct {
 
 	run atomic.Pointer[uaRun] // nil while stopped
 
+	// subMu serializes CreateSubscription; subTop is the highest
+	// subscription id ever handed out, over every Start (see
+	// registerHandlers).
+	subMu  sync.Mutex
+	subTop uint32
+
 	mu     sync.RWMutex
 	nsIdx  uint16
 	extras []string
 	byPath map[string]*uaNode
-	byID   map[string]*uaNode // by local id: the node id text without ns=
-	top    []*uaNode          // children of the Objects folder, in creation order
+	byID   map[string]*uaNode       // by local id: the node id text without ns=
+	top    []*uaNode                // children of the Objects folder, in creation order
+	refuse map[string]ua.StatusCode // RefuseMonitoring, by node id text
 }
 
 // uaNode is a folder or a variable.
@@ -135,7 +142,8 @@ type uaRun struct {
 	internal string // host:port of gopcua's own listener
 	wg       sync.WaitGroup
 
-	policies []string // security policy URIs offered
+	policies []string      // security policy URIs offered
+	quit     chan struct{} // closed by Stop: ends the CurrentTime sampler
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -372,11 +380,38 @@ func (s *OPCUAServer) startGopcua(ln net.Listener, internalPort string) (*uaRun,
 		cancel:   cancel,
 		ln:       ln,
 		internal: net.JoinHostPort("127.0.0.1", internalPort),
+		quit:     make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
 	}
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.accept(s.log)
+	go r.sampleCurrentTime()
 	return r, nil
+}
+
+// CurrentTimeSampling is how often the server samples
+// Server_ServerStatus_CurrentTime (i=2258) for its monitored items.
+const CurrentTimeSampling = 50 * time.Millisecond
+
+var nodeCurrentTime = ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime)
+
+// sampleCurrentTime makes the server behave like a compliant one for
+// i=2258: its value changes all the time (gopcua serves time.Now at read
+// time), so every sample is a data change that monitored items report.
+// gopcua's server never samples by itself; clients use this item to check
+// that their subscription is alive.
+func (r *uaRun) sampleCurrentTime() {
+	defer r.wg.Done()
+	t := time.NewTicker(CurrentTimeSampling)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.quit:
+			return
+		case <-t.C:
+			r.srv.ChangeNotification(nodeCurrentTime)
+		}
+	}
 }
 
 // accept relays every client connection to gopcua's listener.
@@ -561,6 +596,7 @@ func (s *OPCUAServer) stop() error {
 		return nil
 	}
 	r.ln.Close()
+	close(r.quit)
 	r.mu.Lock()
 	r.done = true
 	for c := range r.conns {
@@ -589,6 +625,32 @@ func (s *OPCUAServer) stop() error {
 		return fmt.Errorf("sim: stop opc ua %s: %w", s.endpoint, err)
 	}
 	return nil
+}
+
+// DropSubscriptions deletes every subscription of every session with its
+// monitored items, leaving sessions and connections open, as a server that
+// lost its subscriptions (a redundancy switch-over, a resource limit, a
+// bug) does. Clients are not told: their publish requests go unanswered.
+// It returns how many subscriptions it deleted; none while stopped. Their
+// ids stay reserved.
+func (s *OPCUAServer) DropSubscriptions() int {
+	r := s.run.Load()
+	if r == nil {
+		return 0
+	}
+	subs := r.srv.SubscriptionService
+	subs.Mu.Lock()
+	var ids []uint32
+	for id, sub := range subs.Subs {
+		if sub.Session != nil { // not a reserved id
+			ids = append(ids, id)
+		}
+	}
+	subs.Mu.Unlock()
+	for _, id := range ids {
+		subs.DeleteSubscription(id)
+	}
+	return len(ids)
 }
 
 // Close stops the server for good. It is idempotent.
@@ -1115,7 +1177,7 @@ func refTypeMatches(want, ref *ua.NodeID, subtypes bool) bool {
 //   - the subscription and monitored-item services, to answer requests that
 //     would make gopcua dereference nil (unknown session, subscription or
 //     item) with a status code instead of crashing the process, and to keep
-//     gopcua from reusing a live subscription id.
+//     gopcua from ever reusing a subscription id (createSubscription).
 func (s *OPCUAServer) registerHandlers(srv *server.Server) {
 	srv.RegisterHandler(id.BrowseRequest_Encoding_DefaultBinary, func(_ *uasc.SecureChannel, r ua.Request, _ uint32) (ua.Response, error) {
 		req, ok := r.(*ua.BrowseRequest)
@@ -1138,35 +1200,45 @@ func (s *OPCUAServer) registerHandlers(srv *server.Server) {
 		if sess == nil {
 			return nil, ua.StatusBadSessionIDInvalid
 		}
+		return s.createSubscription(srv, sc, r, reqID)
+	})
+
+	srv.RegisterHandler(id.DeleteSubscriptionsRequest_Encoding_DefaultBinary, func(_ *uasc.SecureChannel, r ua.Request, _ uint32) (ua.Response, error) {
+		req, ok := r.(*ua.DeleteSubscriptionsRequest)
+		if !ok {
+			return nil, ua.StatusBadRequestTypeInvalid
+		}
+		sess := srv.Session(req.RequestHeader)
+		if sess == nil {
+			return nil, ua.StatusBadSessionIDInvalid
+		}
 		subs := srv.SubscriptionService
-		// gopcua numbers a new subscription len(Subs)+1, which is a live
-		// subscription's id once an earlier one is deleted: the new one
-		// would replace it. Fill the holes below with placeholders (owned
-		// by this session, never started) so that len(Subs)+1 is free.
+		res := make([]ua.StatusCode, len(req.SubscriptionIDs))
+		var del []uint32
 		subs.Mu.Lock()
-		for {
-			next := uint32(len(subs.Subs)) + 1
-			if subs.Subs[next] == nil {
-				break
-			}
-			for hole := uint32(1); ; hole++ {
-				if subs.Subs[hole] == nil {
-					ph := server.NewSubscription()
-					ph.ID, ph.Session = hole, sess
-					subs.Subs[hole] = ph
-					break
-				}
+		for i, sid := range req.SubscriptionIDs {
+			sub := subs.Subs[sid]
+			switch {
+			case sub == nil || sub.Session == nil: // unknown or a reserved id
+				res[i] = ua.StatusBadSubscriptionIDInvalid
+			case sub.Session.AuthTokenID.String() != sess.AuthTokenID.String():
+				res[i] = ua.StatusBadSessionIDInvalid
+			default:
+				res[i] = ua.StatusOK
+				del = append(del, sid)
 			}
 		}
 		subs.Mu.Unlock()
-		return subs.CreateSubscription(sc, r, reqID)
-	})
-
-	srv.RegisterHandler(id.DeleteSubscriptionsRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
-		if srv.Session(r.Header()) == nil {
-			return nil, ua.StatusBadSessionIDInvalid
+		// Deleted before answering (gopcua deletes in the background), so
+		// the client gets no publish for it afterwards.
+		for _, sid := range del {
+			subs.DeleteSubscription(sid)
 		}
-		return srv.SubscriptionService.DeleteSubscriptions(sc, r, reqID)
+		return &ua.DeleteSubscriptionsResponse{
+			ResponseHeader:  responseHeader(req.RequestHeader),
+			Results:         res,
+			DiagnosticInfos: []*ua.DiagnosticInfo{},
+		}, nil
 	})
 
 	srv.RegisterHandler(id.CreateMonitoredItemsRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
@@ -1190,7 +1262,7 @@ func (s *OPCUAServer) registerHandlers(srv *server.Server) {
 				return nil, ua.StatusBadMonitoredItemIDInvalid
 			}
 		}
-		return srv.MonitoredItemService.CreateMonitoredItems(sc, r, reqID)
+		return s.createMonitoredItems(srv, sc, req, reqID)
 	})
 
 	srv.RegisterHandler(id.DeleteMonitoredItemsRequest_Encoding_DefaultBinary, func(_ *uasc.SecureChannel, r ua.Request, _ uint32) (ua.Response, error) {
@@ -1261,6 +1333,114 @@ func (s *OPCUAServer) registerHandlers(srv *server.Server) {
 			DiagnosticInfos: []*ua.DiagnosticInfo{},
 		}, nil
 	})
+}
+
+// createSubscription hands out subscription ids that were never used
+// before in the server's life, across Stop and Start.
+//
+// gopcua numbers a new subscription len(Subs)+1, which reuses a deleted
+// one's id, and it deletes a deleted subscription a second time, later,
+// from the subscription's own goroutine: that late delete would end a new
+// subscription with the reused id, monitored items and all (and a client
+// holding an old id could act on a stranger's subscription). So every id
+// up to the highest ever handed out that is not live is held by a reserved
+// entry (no session, never started, tiny) and len(Subs)+1 is always a new
+// id. A late delete may remove a reserved entry; the next create puts it
+// back. subMu makes fill, create and record one step for creates; a late
+// delete landing between fill and create makes gopcua hand out an old id,
+// and that subscription (nobody has seen it) is deleted and another one
+// made.
+func (s *OPCUAServer) createSubscription(srv *server.Server, sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	subs := srv.SubscriptionService
+	for {
+		subs.Mu.Lock()
+		for sid := uint32(1); sid <= s.subTop && uint32(len(subs.Subs)) < s.subTop; sid++ {
+			if subs.Subs[sid] == nil {
+				subs.Subs[sid] = &server.Subscription{ID: sid}
+			}
+		}
+		subs.Mu.Unlock()
+		res, err := subs.CreateSubscription(sc, r, reqID)
+		cs, ok := res.(*ua.CreateSubscriptionResponse)
+		if err != nil || !ok {
+			return res, err
+		}
+		if cs.SubscriptionID > s.subTop {
+			s.subTop = cs.SubscriptionID
+			return res, nil
+		}
+		subs.DeleteSubscription(cs.SubscriptionID)
+	}
+}
+
+// createMonitoredItems answers the items on nodes RefuseMonitoring names
+// with their status code and lets gopcua create the others.
+func (s *OPCUAServer) createMonitoredItems(srv *server.Server, sc *uasc.SecureChannel, req *ua.CreateMonitoredItemsRequest, reqID uint32) (ua.Response, error) {
+	s.mu.RLock()
+	refused := make([]ua.StatusCode, len(req.ItemsToCreate))
+	var keep []*ua.MonitoredItemCreateRequest
+	for i, it := range req.ItemsToCreate {
+		if code, ok := s.refuse[it.ItemToMonitor.NodeID.String()]; ok {
+			refused[i] = code
+			continue
+		}
+		keep = append(keep, it)
+	}
+	s.mu.RUnlock()
+	if len(keep) == len(req.ItemsToCreate) {
+		return srv.MonitoredItemService.CreateMonitoredItems(sc, req, reqID)
+	}
+	var created []*ua.MonitoredItemCreateResult
+	if len(keep) > 0 {
+		part := *req
+		part.ItemsToCreate = keep
+		res, err := srv.MonitoredItemService.CreateMonitoredItems(sc, &part, reqID)
+		if err != nil {
+			return res, err
+		}
+		cr, ok := res.(*ua.CreateMonitoredItemsResponse)
+		if !ok || len(cr.Results) != len(keep) {
+			return nil, ua.StatusBadInternalError
+		}
+		created = cr.Results
+	}
+	results := make([]*ua.MonitoredItemCreateResult, len(req.ItemsToCreate))
+	for i := range results {
+		if refused[i] != ua.StatusOK {
+			results[i] = &ua.MonitoredItemCreateResult{StatusCode: refused[i], FilterResult: ua.NewExtensionObject(nil)}
+			continue
+		}
+		results[i], created = created[0], created[1:]
+	}
+	return &ua.CreateMonitoredItemsResponse{
+		ResponseHeader:  responseHeader(req.RequestHeader),
+		Results:         results,
+		DiagnosticInfos: []*ua.DiagnosticInfo{},
+	}, nil
+}
+
+// RefuseMonitoring makes CreateMonitoredItems answer code (a bad status)
+// for items on nodeID, as servers do for nodes they cannot monitor (limits,
+// access rights, unsupported nodes); StatusOK lets them be created again.
+// nodeID is a node id's text with ns= (as AddVariable returns it, or
+// "i=2258" for namespace 0). Items created before are not touched.
+func (s *OPCUAServer) RefuseMonitoring(nodeID string, code ua.StatusCode) {
+	nid, err := ua.ParseNodeID(nodeID)
+	if err != nil {
+		panic(fmt.Sprintf("sim: RefuseMonitoring %q: %v", nodeID, err))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if code == ua.StatusOK {
+		delete(s.refuse, nid.String())
+		return
+	}
+	if s.refuse == nil {
+		s.refuse = map[string]ua.StatusCode{}
+	}
+	s.refuse[nid.String()] = code
 }
 
 // browse answers one node of a Browse request.

@@ -66,6 +66,15 @@ func dialUAErr(t *testing.T, endpoint string, opts ...opcua.Option) (*opcua.Clie
 		return nil, err
 	}
 	t.Cleanup(func() { c.Close(context.Background()) })
+	// gopcua's client queues a pause for its publish loop at NewClient and
+	// a resume at Subscribe, and takes them in random order if the loop
+	// has not started by then: it may stay paused for good. A round trip
+	// first gives the loop time to take the pause (as the gateway's reads
+	// before subscribing do).
+	if _, err := c.Read(testCtx(t), &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{
+		{NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_State), AttributeID: ua.AttributeIDValue}}}); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -432,17 +441,126 @@ func testSubscriptionIDs(t *testing.T, s *OPCUAServer) {
 	waitNotification(t, chB, 2, func(dv *ua.DataValue) bool { return dv.Value.Value() == int32(6) })
 }
 
+// testSubscriptionIDsNeverReused deletes a subscription and at once
+// creates another, many times over: gopcua's server deletes a deleted
+// subscription a second time, later, from the subscription's own goroutine,
+// so a new subscription given the freed id would die with it. Every id must
+// be new, and every new subscription must keep delivering.
+func testSubscriptionIDsNeverReused(t *testing.T, s *OPCUAServer) {
+	nid := s.AddVariable("Churn", int32(0))
+	c := dialUA(t, s.Endpoint())
+	// gopcua's client pauses its publish loop when its last subscription
+	// goes and may miss the resume that follows at once (both are signals
+	// on buffered channels, picked in random order): a subscription kept
+	// for the whole test keeps the loop running.
+	keep := subscribe(t, c, make(chan *opcua.PublishNotificationData, 256), 9, nid)
+	seen := map[uint32]bool{keep.SubscriptionID: true}
+	note := func(sub *opcua.Subscription) {
+		t.Helper()
+		if seen[sub.SubscriptionID] {
+			t.Fatalf("subscription id %d handed out twice", sub.SubscriptionID)
+		}
+		seen[sub.SubscriptionID] = true
+	}
+	for i := range 20 {
+		ch := make(chan *opcua.PublishNotificationData, 64)
+		old := subscribe(t, c, ch, 1, nid)
+		note(old)
+		if err := old.Cancel(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		ch2 := make(chan *opcua.PublishNotificationData, 64)
+		sub := subscribe(t, c, ch2, 2, nid)
+		note(sub)
+		// The late second delete of old comes within milliseconds; a value
+		// set after a pause must still reach the new subscription.
+		waitNotification(t, ch2, 2, func(*ua.DataValue) bool { return true })
+		want := int32(i + 1)
+		s.Set("Churn", want)
+		waitNotification(t, ch2, 2, func(dv *ua.DataValue) bool { return dv.Value.Value() == want })
+		if err := sub.Cancel(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// testCurrentTimeSampled: like a compliant server, the sim samples
+// Server_ServerStatus_CurrentTime, so a monitored item on it reports a
+// new time every CurrentTimeSampling, with no Set from anyone.
+func testCurrentTimeSampled(t *testing.T, s *OPCUAServer) {
+	c := dialUA(t, s.Endpoint())
+	ch := make(chan *opcua.PublishNotificationData, 64)
+	subscribe(t, c, ch, 1, "i=2258")
+	var got []time.Time
+	for range 4 {
+		var last time.Time
+		if len(got) > 0 {
+			last = got[len(got)-1]
+		}
+		dv := waitNotification(t, ch, 1, func(dv *ua.DataValue) bool {
+			ts, ok := dv.Value.Value().(time.Time)
+			return ok && ts.After(last)
+		})
+		got = append(got, dv.Value.Value().(time.Time))
+	}
+	// The first is the initial value; then one per sampling period, read
+	// when sampled (allow for scheduling jitter under -race).
+	if d := got[3].Sub(got[1]); d < 2*CurrentTimeSampling-20*time.Millisecond {
+		t.Errorf("samples of CurrentTime %v apart, sampled every %v: %v", d/2, CurrentTimeSampling, got)
+	}
+}
+
+// testDropSubscriptions: DropSubscriptions deletes the subscriptions and
+// their items but leaves the session working; ids stay unused.
+func testDropSubscriptions(t *testing.T, s *OPCUAServer) {
+	nid := s.AddVariable("Dropped", int32(0))
+	c := dialUA(t, s.Endpoint())
+	ch := make(chan *opcua.PublishNotificationData, 64)
+	sub := subscribe(t, c, ch, 1, nid)
+	waitNotification(t, ch, 1, func(*ua.DataValue) bool { return true })
+	if n := s.DropSubscriptions(); n < 1 {
+		t.Fatalf("DropSubscriptions = %d, want at least the test's one", n)
+	}
+	// Deleting it again finds nothing. (Not Cancel: the client would
+	// forget its last subscription and pause publishing; not Monitor: a
+	// ServiceFault makes gopcua's client drop the connection.)
+	var res *ua.DeleteSubscriptionsResponse
+	err := c.Send(testCtx(t), &ua.DeleteSubscriptionsRequest{SubscriptionIDs: []uint32{sub.SubscriptionID}}, func(r ua.Response) error {
+		var ok bool
+		if res, ok = r.(*ua.DeleteSubscriptionsResponse); !ok {
+			return fmt.Errorf("response %T", r)
+		}
+		return nil
+	})
+	if err != nil || len(res.Results) != 1 || res.Results[0] != ua.StatusBadSubscriptionIDInvalid {
+		t.Fatalf("delete a dropped subscription: %v %+v, want StatusBadSubscriptionIDInvalid", err, res)
+	}
+	if got := readValues(t, c, nid)[0]; got.Status != ua.StatusOK {
+		t.Fatalf("read after drop: %v", got.Status)
+	}
+	ch2 := make(chan *opcua.PublishNotificationData, 64)
+	sub2 := subscribe(t, c, ch2, 3, nid)
+	if sub2.SubscriptionID <= sub.SubscriptionID {
+		t.Fatalf("new subscription id %d, dropped one was %d", sub2.SubscriptionID, sub.SubscriptionID)
+	}
+	s.Set("Dropped", int32(1))
+	waitNotification(t, ch2, 3, func(dv *ua.DataValue) bool { return dv.Value.Value() == int32(1) })
+}
+
 // TestOPCUAServe runs the checks that need a running server and nothing
 // else on one server: gopcua's server takes seconds to start under -race.
 func TestOPCUAServe(t *testing.T) {
 	s := startUA(t, OPCUAOptions{})
 	for name, f := range map[string]func(*testing.T, *OPCUAServer){
-		"DataTypes":                testDataTypes,
-		"UnknownNodeAndAttributes": testUnknownNodeAndAttributes,
-		"Browse":                   testBrowse,
-		"Subscription":             testSubscription,
-		"SubscriptionIDs":          testSubscriptionIDs,
-		"PanicsOnMisuse":           testPanicsOnMisuse,
+		"DataTypes":                  testDataTypes,
+		"UnknownNodeAndAttributes":   testUnknownNodeAndAttributes,
+		"Browse":                     testBrowse,
+		"Subscription":               testSubscription,
+		"SubscriptionIDs":            testSubscriptionIDs,
+		"SubscriptionIDsNeverReused": testSubscriptionIDsNeverReused,
+		"CurrentTimeSampled":         testCurrentTimeSampled,
+		"DropSubscriptions":          testDropSubscriptions,
+		"PanicsOnMisuse":             testPanicsOnMisuse,
 	} {
 		t.Run(name, func(t *testing.T) { f(t, s) })
 	}
@@ -470,7 +588,7 @@ func TestOPCUARestart(t *testing.T) {
 		t.Fatalf("namespace array %q, want %q", nsa, want)
 	}
 	ch := make(chan *opcua.PublishNotificationData, 64)
-	subscribe(t, c, ch, 1, speed)
+	before := subscribe(t, c, ch, 1, speed)
 	waitNotification(t, ch, 1, func(dv *ua.DataValue) bool { return dv.Value.Value() == 12.5 })
 
 	if err := s.Stop(); err != nil {
@@ -542,12 +660,17 @@ func TestOPCUARestart(t *testing.T) {
 		}
 	}
 	ch2 := make(chan *opcua.PublishNotificationData, 64)
-	subscribe(t, c2, ch2, 1, newSpeed)
-	subscribe(t, c2, ch2, 2, newLevel)
+	// Subscription ids are never reused, not even after a restart.
+	if sub := subscribe(t, c2, ch2, 1, newSpeed); sub.SubscriptionID <= before.SubscriptionID {
+		t.Errorf("subscription id %d after restart, want above %d", sub.SubscriptionID, before.SubscriptionID)
+	}
+	// A channel each: waiting for one item skips the other's notifications.
+	ch3 := make(chan *opcua.PublishNotificationData, 64)
+	subscribe(t, c2, ch3, 2, newLevel)
 	s.Set("Line/Speed", 14.5)
 	s.Set("Plant/Tank/Level", 2.5)
 	waitNotification(t, ch2, 1, func(dv *ua.DataValue) bool { return dv.Value.Value() == 14.5 })
-	waitNotification(t, ch2, 2, func(dv *ua.DataValue) bool { return dv.Value.Value() == 2.5 })
+	waitNotification(t, ch3, 2, func(dv *ua.DataValue) bool { return dv.Value.Value() == 2.5 })
 }
 
 // clientCertificate makes a client application certificate like a
