@@ -196,6 +196,21 @@ func run(t testing.TB, src connectors.Source, emit connectors.Emit) *running {
 	return r
 }
 
+// supervise runs src under a Supervisor with a short backoff (initial,
+// at most 5 times that) until stop, which waits for it to end; stop is
+// also a cleanup and may be called more than once.
+func supervise(t testing.TB, src connectors.Source, initial time.Duration, emit connectors.Emit) (sup *connectors.Supervisor, stop func()) {
+	t.Helper()
+	sup = connectors.NewSupervisor(src, connectors.Backoff{Initial: initial, Max: 5 * initial}, testLogger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sup.Run(ctx, emit); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); waitClosed(t, done, "the supervisor to stop") }) }
+	t.Cleanup(stop)
+	return sup, stop
+}
+
 // stop cancels Run and returns its result; Run must return promptly.
 func (r *running) stop(t testing.TB) error {
 	t.Helper()
@@ -774,11 +789,8 @@ func TestServerRestartFollowed(t *testing.T) {
 		cfg.Name, cfg.Mode = mode.String(), mode
 		cfg.Timeout = 500 * time.Millisecond
 		src := mustNew(t, cfg)
-		sup := connectors.NewSupervisor(src, connectors.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}, testLogger(t))
 		rec := newRecorder()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { sup.Run(ctx, rec.emit); close(done) }()
+		sup, stop := supervise(t, src, 20*time.Millisecond, rec.emit)
 
 		if mode == ModeSubscribe {
 			rec.waitValue(t, keys[0], model.QualityGood, model.FloatValue(1))
@@ -810,8 +822,7 @@ func TestServerRestartFollowed(t *testing.T) {
 		if st := sup.Status(); mode == ModeSubscribe && (st.Sessions < 2 || st.Failures < 1 || st.State != connectors.StateConnected) {
 			t.Fatalf("supervisor status %+v: want a failed session and a connected one", st)
 		}
-		cancel()
-		waitClosed(t, done, "the supervisor to stop")
+		stop()
 	}
 }
 
@@ -858,11 +869,8 @@ func TestSessionsLeaveNothingBehind(t *testing.T) {
 
 	// Sessions broken by the network, under a supervisor: each new session
 	// subscribes once, and nothing of the source is left running after.
-	sup := connectors.NewSupervisor(src, connectors.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}, testLogger(t))
 	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sup.Run(ctx, rec.emit); close(done) }()
+	_, stop := supervise(t, src, 10*time.Millisecond, rec.emit)
 	created := len(messagesOf[*ua.CreateSubscriptionRequest](tap))
 	for i := range 5 {
 		rec.wait(t, "a value", 5*time.Second, func() bool { return rec.latest[node].Quality == model.QualityGood })
@@ -875,8 +883,7 @@ func TestSessionsLeaveNothingBehind(t *testing.T) {
 		tap.drop()
 	}
 	rec.wait(t, "a value", 5*time.Second, func() bool { return rec.latest[node].Quality == model.QualityGood })
-	cancel()
-	waitClosed(t, done, "the supervisor to stop")
+	stop()
 	if n := len(messagesOf[*ua.CreateSubscriptionRequest](tap)) - created; n != 6 {
 		t.Fatalf("%d subscriptions created for 6 sessions", n)
 	}
@@ -896,12 +903,8 @@ func TestSubscriptionLostNoticed(t *testing.T) {
 	cfg := testConfig(srv.Endpoint(), tag(t, node))
 	cfg.KeepAlive = time.Second
 	src := mustNew(t, cfg)
-	sup := connectors.NewSupervisor(src, connectors.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}, testLogger(t))
 	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sup.Run(ctx, rec.emit); close(done) }()
-	defer func() { cancel(); waitClosed(t, done, "the supervisor to stop") }()
+	sup, _ := supervise(t, src, 20*time.Millisecond, rec.emit)
 	rec.waitValue(t, node, model.QualityGood, model.FloatValue(1))
 
 	if n := srv.DropSubscriptions(); n < 1 {

@@ -149,49 +149,44 @@ func (ss *session) subscribe(ctx context.Context) (*opcua.Subscription, error) {
 	return sub, nil
 }
 
+// itemRequest is binding i's monitored item on node.
 func (ss *session) itemRequest(i int, node *ua.NodeID) *ua.MonitoredItemCreateRequest {
 	b := &ss.src.binds[i]
-	p := &ua.MonitoringParameters{
-		ClientHandle:     itemHandle(i),
-		SamplingInterval: float64(b.sampling) / float64(time.Millisecond),
-		QueueSize:        b.queue,
-		DiscardOldest:    true,
-		Filter:           ua.NewExtensionObject(nil),
-	}
+	filter := ua.NewExtensionObject(nil)
 	if b.deadband > 0 {
-		p.Filter = ua.NewExtensionObject(&ua.DataChangeFilter{
+		filter = ua.NewExtensionObject(&ua.DataChangeFilter{
 			Trigger:       ua.DataChangeTriggerStatusValue,
 			DeadbandType:  uint32(ua.DeadbandTypeAbsolute),
 			DeadbandValue: b.deadband,
 		})
 	}
-	return &ua.MonitoredItemCreateRequest{
-		ItemToMonitor: &ua.ReadValueID{
-			NodeID:       node,
-			AttributeID:  ua.AttributeIDValue,
-			DataEncoding: &ua.QualifiedName{},
-		},
-		MonitoringMode:      ua.MonitoringModeReporting,
-		RequestedParameters: p,
-	}
+	return monitorRequest(node, itemHandle(i), b.sampling, b.queue, filter)
 }
 
-// livenessRequest is the liveness item (see session.livenessHandle): queue 1, as
-// only the latest sample matters.
+// livenessRequest is the liveness item (see session.livenessHandle):
+// sampled at the publishing interval, queue 1, as only the latest sample
+// matters.
 func (ss *session) livenessRequest() *ua.MonitoredItemCreateRequest {
+	return monitorRequest(nodeCurrentTime, ss.livenessHandle(), ss.revisedInterval, 1, ua.NewExtensionObject(nil))
+}
+
+// monitorRequest is a reporting monitored item on node's value that
+// discards the oldest value when its queue is full.
+func monitorRequest(node *ua.NodeID, handle uint32, sampling time.Duration, queue uint32, filter *ua.ExtensionObject) *ua.MonitoredItemCreateRequest {
 	return &ua.MonitoredItemCreateRequest{
 		ItemToMonitor: &ua.ReadValueID{
-			NodeID:       nodeCurrentTime,
-			AttributeID:  ua.AttributeIDValue,
+			NodeID:      node,
+			AttributeID: ua.AttributeIDValue,
+			// gopcua encodes a nil QualifiedName as garbage.
 			DataEncoding: &ua.QualifiedName{},
 		},
 		MonitoringMode: ua.MonitoringModeReporting,
 		RequestedParameters: &ua.MonitoringParameters{
-			ClientHandle:     ss.livenessHandle(),
-			SamplingInterval: float64(ss.revisedInterval) / float64(time.Millisecond),
-			QueueSize:        1,
+			ClientHandle:     handle,
+			SamplingInterval: float64(sampling) / float64(time.Millisecond),
+			QueueSize:        queue,
 			DiscardOldest:    true,
-			Filter:           ua.NewExtensionObject(nil),
+			Filter:           filter,
 		},
 	}
 }
