@@ -416,14 +416,9 @@ func TestConnectNoFittingEndpoint(t *testing.T) {
 }
 
 func TestConnectUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := closedAddr(t)
 	start := time.Now()
-	_, err = secConnect(t, &Config{Endpoint: "opc.tcp://" + addr, PKIDir: t.TempDir(), Timeout: 2 * time.Second}, secLog())
+	_, err := secConnect(t, &Config{Endpoint: "opc.tcp://" + addr, PKIDir: t.TempDir(), Timeout: 2 * time.Second}, secLog())
 	if err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("err = %v, want one naming %s", err, addr)
 	}

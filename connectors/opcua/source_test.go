@@ -720,15 +720,22 @@ func TestRunTwiceAndCancelled(t *testing.T) {
 	}
 }
 
-func TestConnectFailure(t *testing.T) {
+// closedAddr is a loopback address where nothing listens.
+func closedAddr(t testing.TB) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	ln.Close()
+	return addr
+}
+
+func TestConnectFailure(t *testing.T) {
+	addr := closedAddr(t)
 	src := mustNew(t, testConfig("opc.tcp://"+addr, Tag{Addr: model.OPCUAAddress{Namespace: 1, IDType: 'i', ID: "1"}}))
-	err = src.Run(context.Background(), newRecorder().emit)
+	err := src.Run(context.Background(), newRecorder().emit)
 	if err == nil || errors.Is(err, connectors.ErrConfig) || !strings.Contains(err.Error(), "connect") {
 		t.Fatalf("Run = %v; want a connect error that is not a config error", err)
 	}
