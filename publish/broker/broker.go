@@ -59,7 +59,7 @@ func StartWith(cfg Config) (*Broker, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	srv := mochi.New(&mochi.Options{
-		Logger:                  cfg.Logger,
+		Logger:                  slog.New(clientEndHandler{cfg.Logger.Handler()}),
 		InlineClient:            false,
 		ClientNetReadBufferSize: 16 << 10,
 	})

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -145,5 +146,64 @@ func TestBrokerUsers(t *testing.T) {
 	}
 	if _, err := dial(t, b.Addr(), "ok", "gw", "s3cret"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// logRecords keeps the records a logger writes, at every level.
+type logRecords struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.recs = append(l.recs, r.Clone())
+	l.mu.Unlock()
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+func (l *logRecords) find(msg string) (slog.Record, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.recs {
+		if r.Message == msg {
+			return r, true
+		}
+	}
+	return slog.Record{}, false
+}
+
+// A client that goes away without DISCONNECT is logged at debug level
+// with a message, not as a warning without one.
+func TestClientGoneIsNoWarning(t *testing.T) {
+	recs := &logRecords{}
+	b, err := Start("127.0.0.1:0", slog.New(recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	conn, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cl.Connect(ctx, &paho.Connect{ClientID: "gone", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // no DISCONNECT
+	waitFor(t, "the connection's end in the log", func() bool { _, ok := recs.find(clientEndMsg); return ok })
+	r, _ := recs.find(clientEndMsg)
+	var hasErr bool
+	r.Attrs(func(a slog.Attr) bool { hasErr = hasErr || a.Key == "error"; return true })
+	if r.Level != slog.LevelDebug || !hasErr {
+		t.Fatalf("record %v %q, want debug with the error", r.Level, r.Message)
+	}
+	if _, ok := recs.find(""); ok {
+		t.Fatal("a record without a message was passed on")
 	}
 }
