@@ -186,6 +186,9 @@ func (f *Fanout) Publish(points []model.Point) {
 			Payload: f.place(f.scratch, len(points)-i),
 			Retain:  true,
 			Meta:    p.Meta,
+			Quality: p.Quality,
+			TimeMs:  p.Time.UnixMilli(),
+			Replay:  p.Replay,
 		})
 	}
 	f.published.Add(uint64(len(msgs)))

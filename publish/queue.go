@@ -17,6 +17,14 @@ type Message struct {
 	// Meta is the tag the message carries a value of; nil for messages that
 	// are not tag values.
 	Meta *model.TagMeta
+	// Quality and TimeMs (the point's timestamp, ms since the Unix epoch)
+	// repeat what Payload says, for sinks that need them beside it (Kafka
+	// headers) without parsing it.
+	Quality model.Quality
+	TimeMs  int64
+	// Replay marks a message delivered late from the sink's store rather
+	// than live (Sparkplug's is_historical).
+	Replay bool
 }
 
 // Queue is a bounded in-memory FIFO of messages for one sink. Producers
