@@ -25,6 +25,9 @@ type Message struct {
 	// Replay marks a message delivered late from the sink's store rather
 	// than live (Sparkplug's is_historical).
 	Replay bool
+	// Seq is the message's sequence number in a sink's Store (0 when the
+	// message was never stored).
+	Seq uint64
 }
 
 // Queue is a bounded in-memory FIFO of messages for one sink. Producers
