@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -57,7 +58,12 @@ type SinkStats struct {
 	Name string
 	SinkStatus
 	Queued  int    // messages waiting in the sink's queue
-	Dropped uint64 // messages dropped because the queue was full
+	Dropped uint64 // messages dropped: the queue full, or its store over budget
+	// Durable queues: bytes on disk, failed writes to the store (those
+	// messages were kept in memory only) and the last such error.
+	StoredBytes    int64
+	StoreErrors    uint64
+	LastStoreError string
 }
 
 // Options configures a Fanout. Zero values mean the defaults.
@@ -68,6 +74,11 @@ type Options struct {
 	// FlushTimeout bounds how long Run lets the sinks drain their queues
 	// after its context is done (default 5s).
 	FlushTimeout time.Duration
+	// StoreDir, when set, makes every sink's queue durable (store and
+	// forward): a Store in StoreDir/<sink name>, with QueueLen messages
+	// also kept in memory. What an earlier run left there is sent first.
+	StoreDir string
+	Store    StoreOptions
 }
 
 // Defaults for Options.
@@ -91,7 +102,12 @@ type Fanout struct {
 	log          *slog.Logger
 	queueLen     int
 	flushTimeout time.Duration
+	storeDir     string
+	storeOpts    StoreOptions
 	published    atomic.Uint64
+	// byTopic maps a UNS path to its tag, for messages read back from a
+	// store; replaced whole by SetTags.
+	byTopic atomic.Pointer[map[string]*model.TagMeta]
 
 	mu      sync.Mutex // guards the fields below; Publish holds it while it encodes and queues
 	sinks   []*sinkEntry
@@ -123,29 +139,80 @@ func NewFanout(opts Options) *Fanout {
 	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = DefaultFlushTimeout
 	}
-	return &Fanout{log: opts.Logger, queueLen: opts.QueueLen, flushTimeout: opts.FlushTimeout}
+	return &Fanout{log: opts.Logger, queueLen: opts.QueueLen, flushTimeout: opts.FlushTimeout,
+		storeDir: opts.StoreDir, storeOpts: opts.Store}
 }
 
 // Add registers a sink with its own queue. It must be called before Run
-// (it panics after), and gives the sink the tags set so far.
-func (f *Fanout) Add(s Sink) {
+// (it panics after), and gives the sink the tags set so far. With a
+// StoreDir it fails when the sink's store cannot be opened (or the sink's
+// name is not usable as a folder name).
+func (f *Fanout) Add(s Sink) error {
+	q := (*Queue)(nil)
+	if f.storeDir != "" {
+		name := s.Name()
+		if !validSinkName(name) {
+			return fmt.Errorf("publish: sink name %q: use letters, digits, '-' and '_' (it names the sink's store folder)", name)
+		}
+		var err error
+		if q, err = OpenQueue(filepath.Join(f.storeDir, name), f.queueLen, f.storeOpts, f.metaOf); err != nil {
+			return fmt.Errorf("publish: sink %s: %w", name, err)
+		}
+		if n := q.Len(); n > 0 {
+			f.log.Info("messages stored by an earlier run will be sent first", "sink", name, "messages", n)
+		}
+	} else {
+		q = NewQueue(f.queueLen)
+	}
 	f.mu.Lock()
 	if f.running {
 		f.mu.Unlock()
+		q.Close()
 		panic("publish: Fanout.Add called after Run")
 	}
-	f.sinks = append(f.sinks, &sinkEntry{sink: s, q: NewQueue(f.queueLen)})
+	f.sinks = append(f.sinks, &sinkEntry{sink: s, q: q})
 	tags := f.tags
 	f.mu.Unlock()
 	if tags != nil {
 		s.SetTags(tags)
 	}
+	return nil
+}
+
+func validSinkName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// metaOf is the tag of a UNS path in the current tags, or a bare one (the
+// tag left the model since the message was stored).
+func (f *Fanout) metaOf(topic string) *model.TagMeta {
+	if m := f.byTopic.Load(); m != nil {
+		if meta := (*m)[topic]; meta != nil {
+			return meta
+		}
+	}
+	return &model.TagMeta{Topic: topic}
 }
 
 // SetTags forwards the metadata of every tag to each sink (and to sinks
 // added later).
 func (f *Fanout) SetTags(tags []*model.TagMeta) {
 	tags = slices.Clone(tags)
+	byTopic := make(map[string]*model.TagMeta, len(tags))
+	for _, t := range tags {
+		if t != nil {
+			byTopic[t.Topic] = t
+		}
+	}
+	f.byTopic.Store(&byTopic)
 	f.mu.Lock()
 	f.tags = tags
 	sinks := f.sinkList()
@@ -194,6 +261,9 @@ func (f *Fanout) Publish(points []model.Point) {
 	f.published.Add(uint64(len(msgs)))
 	now := time.Time{}
 	for _, e := range f.sinks {
+		if e.q.Durable() {
+			e.q.SetOnline(e.sink.Status().Connected)
+		}
 		if e.q.PushBatch(msgs) > 0 {
 			if now.IsZero() {
 				now = time.Now()
@@ -258,7 +328,9 @@ func (f *Fanout) Stats() []SinkStats {
 	f.mu.Unlock()
 	out := make([]SinkStats, len(sinks))
 	for i, e := range sinks {
-		out[i] = SinkStats{Name: e.sink.Name(), SinkStatus: e.sink.Status(), Queued: e.q.Len(), Dropped: e.q.Dropped()}
+		qs := e.q.Stats()
+		out[i] = SinkStats{Name: e.sink.Name(), SinkStatus: e.sink.Status(), Queued: qs.Queued, Dropped: qs.Dropped,
+			StoredBytes: qs.StoreBytes, StoreErrors: qs.StoreErrors, LastStoreError: qs.LastError}
 	}
 	return out
 }
@@ -330,6 +402,14 @@ wait:
 	f.mu.Lock()
 	for _, e := range sinks {
 		f.logDrops(e, time.Now().Add(dropLogInterval)) // final account, not rate-limited
+		if e.q.Durable() {
+			if n := e.q.Len() + e.q.Taken(); n > 0 {
+				f.log.Info("messages not delivered stay stored for the next start", "sink", e.sink.Name(), "messages", n)
+			}
+			if err := e.q.Close(); err != nil {
+				f.log.Error("closing the sink's store", "sink", e.sink.Name(), "err", err)
+			}
+		}
 	}
 	f.mu.Unlock()
 	return errors.Join(errs...)

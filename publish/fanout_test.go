@@ -77,7 +77,7 @@ func (s *memSink) Run(ctx context.Context, q *Queue) error {
 			s.inflight--
 			s.mu.Unlock()
 			s.sent.Add(1)
-			q.Done(1)
+			q.Done(m)
 		}
 	}
 }
@@ -357,5 +357,66 @@ func TestFanoutMessageFields(t *testing.T) {
 		if m.Topic != p.Meta.Topic || m.Meta != p.Meta || m.Quality != p.Quality || m.TimeMs != p.Time.UnixMilli() || m.Replay != p.Replay || !m.Retain {
 			t.Errorf("message %d %+v for point %+v", i, m, p)
 		}
+	}
+}
+
+// With a StoreDir, what a sink did not deliver before a stop is sent
+// first at the next start, marked Replay and with its tag's Meta; what it
+// delivered is not sent again.
+func TestFanoutStoreAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	pts := testPoints(100)
+	metas := make([]*model.TagMeta, 0, 7)
+	for _, p := range pts[:7] {
+		metas = append(metas, p.Meta)
+	}
+
+	gate := make(chan struct{}, 100)
+	slow := &memSink{name: "slow", gate: gate}
+	f := NewFanout(Options{StoreDir: dir, FlushTimeout: 50 * time.Millisecond})
+	if err := f.Add(slow); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	for range 30 {
+		gate <- struct{}{} // let 30 through
+	}
+	f.Publish(pts)
+	waitFor(t, "30 delivered", func() bool { return len(slow.messages()) == 30 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	fast := &memSink{name: "slow"} // the same sink, now delivering
+	f2 := NewFanout(Options{StoreDir: dir})
+	if err := f2.Add(fast); err != nil {
+		t.Fatal(err)
+	}
+	f2.SetTags(metas)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go f2.Run(ctx2)
+	waitFor(t, "the other 70", func() bool { return len(fast.messages()) == 70 })
+	for i, m := range fast.messages() {
+		want := pts[30+i]
+		if m.Topic != want.Meta.Topic || string(m.Payload) != string(AppendJSON(nil, &want)) || !m.Replay {
+			t.Fatalf("message %d after restart: %+v", i, m)
+		}
+		if m.Meta != metas[(30+i)%7] {
+			t.Fatalf("message %d: meta %+v, want the tag's", i, m.Meta)
+		}
+	}
+	if st := f2.Stats()[0]; st.Dropped != 0 || st.StoredBytes == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestFanoutStoreSinkName(t *testing.T) {
+	f := NewFanout(Options{StoreDir: t.TempDir()})
+	if err := f.Add(&memSink{name: "../x"}); err == nil || !strings.Contains(err.Error(), `sink name "../x"`) {
+		t.Fatalf("Add = %v", err)
 	}
 }

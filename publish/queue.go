@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -30,15 +31,23 @@ type Message struct {
 	Seq uint64
 }
 
-// Queue is a bounded in-memory FIFO of messages for one sink. Producers
-// never block: when the queue is full, the oldest message is dropped and
-// counted. One sink consumes it: PopBatch takes messages, Done reports
-// those it finished with (delivered, or refused for good), Requeue hands
-// back those it could not deliver. The queue thus knows exactly how many
-// messages are still unfinished, which is what a flush waits for.
+// Queue is a sink's FIFO of messages. Producers never block. One sink
+// consumes it: PopBatch takes messages, Done reports those it finished with
+// (delivered, or refused for good), Requeue hands back those it could not
+// deliver. The queue thus knows exactly which messages are unfinished,
+// which is what a flush waits for and what a durable queue keeps on disk.
 //
-// The method set is deliberately small so that a disk-spilling queue can
-// take its place.
+// A memory queue (NewQueue) holds at most its capacity; when full, the
+// oldest message is dropped and counted.
+//
+// A durable queue (OpenQueue) writes every message to its Store first and
+// keeps the newest capacity messages in memory as well, so a sink that
+// keeps up never reads the disk; a sink that falls behind, or a gateway
+// that restarts, reads the backlog back from the Store, in order. Messages
+// leave the Store when Done; over the Store's byte budget the oldest
+// waiting messages are dropped and counted. Messages queued while the sink
+// is offline (SetOnline) and those an earlier process left are marked
+// Replay.
 type Queue struct {
 	mu      sync.Mutex
 	ring    []Message // grows by doubling up to max, so an idle sink costs little
@@ -47,6 +56,22 @@ type Queue struct {
 	dropped uint64
 	taken   atomic.Int64  // popped, neither Done nor requeued; changed under mu except by Done
 	ready   chan struct{} // one token: "there may be messages"
+
+	// Durable queues only.
+	st      *Store
+	metaOf  func(topic string) *model.TagMeta
+	offline bool
+	front   []Message // requeued: handed out before anything else
+	readSeq uint64    // next log message to hand out
+	ringSeq uint64    // seq of ring's first message; the ring holds [ringSeq, ringSeq+n)
+	oldSeq  uint64    // messages below were queued by an earlier process
+	done    doneWindow
+	stErr   error  // the last Store error
+	stErrs  uint64 // Store errors; their messages were kept in memory only
+	// unstored holds messages the store failed to take, in memory, after
+	// everything stored; new messages join them until they are gone.
+	unstored []Message
+	scratch  []Message
 }
 
 // minRing is the initial ring size; the ring grows on demand up to the
@@ -63,6 +88,71 @@ func NewQueue(capacity int) *Queue {
 	}
 }
 
+// OpenQueue opens a durable queue on the store in dir, with the newest
+// capacity messages also in memory. What an earlier process left in dir
+// is queued first. metaOf gives messages read back from disk their Meta
+// (nil: none).
+func OpenQueue(dir string, capacity int, opts StoreOptions, metaOf func(topic string) *model.TagMeta) (*Queue, error) {
+	st, err := OpenStore(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	q := NewQueue(capacity)
+	q.st, q.metaOf = st, metaOf
+	stats := st.Stats()
+	q.readSeq, q.ringSeq, q.oldSeq = stats.Acked, stats.Next, stats.Next
+	q.done.low = stats.Acked
+	q.offline = true // until the sink says otherwise
+	return q, nil
+}
+
+// Durable reports whether the queue keeps its messages in a Store.
+func (q *Queue) Durable() bool { return q.st != nil }
+
+// SetOnline tells the queue whether its sink is connected: messages
+// queued while it is not are marked Replay (they will arrive late).
+func (q *Queue) SetOnline(online bool) {
+	q.mu.Lock()
+	q.offline = !online
+	q.mu.Unlock()
+}
+
+// Close closes a durable queue's store, flushing it to the device. Nothing
+// may use the queue after. A memory queue has nothing to close.
+func (q *Queue) Close() error {
+	if q.st == nil {
+		return nil
+	}
+	return q.st.Close()
+}
+
+// QueueStats is a snapshot of a queue.
+type QueueStats struct {
+	Queued  int    // waiting to be taken
+	Taken   int    // in the sink's hands
+	Dropped uint64 // dropped: memory full, or the store's budget or damage
+	// Durable queues only.
+	StoreBytes  int64  // bytes of segments on disk
+	StoreErrors uint64 // failed writes to the store (those messages were kept in memory only)
+	LastError   string // the last store error
+}
+
+// Stats returns the queue's counters.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st := QueueStats{Queued: q.lenLocked(), Taken: int(q.taken.Load()), Dropped: q.dropped, StoreErrors: q.stErrs}
+	if q.st != nil {
+		ss := q.st.Stats()
+		st.StoreBytes = ss.Bytes
+		st.Dropped += ss.Damaged
+		if q.stErr != nil {
+			st.LastError = q.stErr.Error()
+		}
+	}
+	return st
+}
+
 // Cap is the capacity in messages.
 func (q *Queue) Cap() int { return q.max }
 
@@ -70,7 +160,14 @@ func (q *Queue) Cap() int { return q.max }
 func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.n
+	return q.lenLocked()
+}
+
+func (q *Queue) lenLocked() int {
+	if q.st == nil {
+		return q.n
+	}
+	return len(q.front) + int(q.ringSeq-q.readSeq) + q.n + len(q.unstored)
 }
 
 // Dropped is the number of messages dropped because the queue was full,
@@ -78,6 +175,9 @@ func (q *Queue) Len() int {
 func (q *Queue) Dropped() uint64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.st != nil {
+		return q.dropped + q.st.Stats().Damaged
+	}
 	return q.dropped
 }
 
@@ -94,6 +194,12 @@ func (q *Queue) PushBatch(ms []Message) int {
 		return 0
 	}
 	q.mu.Lock()
+	if q.st != nil {
+		dropped := q.pushDurable(ms)
+		q.mu.Unlock()
+		q.signal()
+		return dropped
+	}
 	dropped := 0
 	if len(ms) > q.max {
 		// Only the newest max survive; the rest never enter.
@@ -129,6 +235,14 @@ func (q *Queue) Requeue(ms []Message) int {
 		return 0
 	}
 	q.mu.Lock()
+	if q.st != nil {
+		// Still in the store: nothing to drop. Kept in memory, in front.
+		q.front = append(slices.Clone(ms), q.front...)
+		q.taken.Add(-int64(len(ms)))
+		q.mu.Unlock()
+		q.signal()
+		return 0
+	}
 	dropped := 0
 	if room := q.max - q.n; len(ms) > room {
 		dropped = len(ms) - room
@@ -154,9 +268,26 @@ func (q *Queue) Requeue(ms []Message) int {
 	return dropped
 }
 
-// Done reports that n messages taken with PopBatch are finished with:
-// acknowledged, or refused by the destination and not to be retried.
-func (q *Queue) Done(n int) { q.taken.Add(-int64(n)) }
+// Done reports that messages taken with PopBatch are finished with:
+// acknowledged, or refused by the destination and not to be retried. A
+// durable queue then lets the store forget them.
+func (q *Queue) Done(ms ...Message) {
+	if q.st == nil {
+		q.taken.Add(-int64(len(ms)))
+		return
+	}
+	q.mu.Lock()
+	low := q.done.low
+	for i := range ms {
+		q.done.mark(ms[i].Seq)
+	}
+	newLow := q.done.low
+	q.taken.Add(-int64(len(ms)))
+	q.mu.Unlock()
+	if newLow != low {
+		q.st.Ack(newLow) // the store ignores an older value from a racing Done
+	}
+}
 
 // Taken is the number of messages taken with PopBatch and neither Done nor
 // requeued: in the sink's hands.
@@ -167,7 +298,7 @@ func (q *Queue) Taken() int { return int(q.taken.Load()) }
 func (q *Queue) idle() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.n == 0 && q.taken.Load() <= 0
+	return q.lenLocked() == 0 && q.taken.Load() <= 0
 }
 
 // PopBatch waits until at least one message is queued or ctx is done, then
@@ -177,7 +308,20 @@ func (q *Queue) PopBatch(ctx context.Context, dst []Message, maxN int) ([]Messag
 	maxN = max(maxN, 1)
 	for {
 		q.mu.Lock()
-		if q.n > 0 {
+		if q.st != nil && q.lenLocked() > 0 {
+			var err error
+			dst, err = q.popDurable(dst, maxN)
+			more := q.lenLocked() > 0
+			q.mu.Unlock()
+			if more {
+				q.signal()
+			}
+			if err != nil {
+				return dst, err
+			}
+			return dst, nil
+		}
+		if q.st == nil && q.n > 0 {
 			k := min(q.n, maxN)
 			for range k {
 				dst = append(dst, q.ring[q.head])

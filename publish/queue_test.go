@@ -231,7 +231,7 @@ func TestQueueTracksTakenMessages(t *testing.T) {
 	if q.Taken() != 2 || q.Len() != 1 || q.idle() {
 		t.Fatalf("taken %d len %d", q.Taken(), q.Len())
 	}
-	q.Done(1)
+	q.Done(got[0])
 	q.Requeue(got[1:])
 	if q.Taken() != 0 || q.Len() != 2 {
 		t.Fatalf("after Done and Requeue: taken %d len %d", q.Taken(), q.Len())
@@ -243,8 +243,7 @@ func TestQueueTracksTakenMessages(t *testing.T) {
 	if q.Taken() != 0 || q.Dropped() != 2 || q.Len() != 3 {
 		t.Fatalf("taken %d dropped %d len %d", q.Taken(), q.Dropped(), q.Len())
 	}
-	popAll(t, q)
-	q.Done(3)
+	q.Done(popAll(t, q)...)
 	if !q.idle() {
 		t.Fatal("not idle")
 	}

@@ -389,7 +389,7 @@ func (s *Store) Ack(seq uint64) {
 	s.removeAcked()
 }
 
-// ReadFrom appends to dst up to maxN messages starting at sequence number
+// ReadFrom appends up to maxN messages to dst, starting at sequence number
 // from (or at the oldest one kept, if from is older), in order. Meta is
 // nil in what it returns; Seq is set. It returns dst unchanged when there
 // is nothing at or after from.
@@ -400,7 +400,8 @@ func (s *Store) ReadFrom(from uint64, dst []Message, maxN int) ([]Message, error
 		return dst, ErrStoreClosed
 	}
 	from = max(from, s.acked)
-	for len(dst) < maxN && from < s.next {
+	limit := len(dst) + maxN
+	for len(dst) < limit && from < s.next {
 		i, _ := slices.BinarySearchFunc(s.segs, from, func(sg *segment, seq uint64) int {
 			if sg.end <= seq {
 				return -1
@@ -428,7 +429,7 @@ func (s *Store) ReadFrom(from uint64, dst []Message, maxN int) ([]Message, error
 			s.rd.seq++
 			s.rd.off += n
 		}
-		for len(dst) < maxN && s.rd.seq < sg.end {
+		for len(dst) < limit && s.rd.seq < sg.end {
 			m, n, err := s.rd.record()
 			if err != nil {
 				return dst, s.readErr(sg, err)

@@ -287,7 +287,7 @@ func (s *Sink) sendValue(ctx context.Context, gen uint64, m publish.Message) err
 	err := s.sess.send(ctx, gen, m, false, nil)
 	if errors.Is(err, errTooLarge) {
 		s.rejected.Add(1)
-		s.queue.Load().Done(1)
+		s.queue.Load().Done(m)
 		s.problem("too-large", fmt.Sprintf("message for %s (%d bytes) is larger than the broker accepts; dropped", m.Topic, len(m.Payload)))
 		return nil
 	}
@@ -385,7 +385,7 @@ func (s *Sink) onAck(f flight, reason byte) {
 		}
 		return
 	}
-	s.queue.Load().Done(1)
+	s.queue.Load().Done(f.msg)
 	if reason < 0x80 {
 		s.sent.Add(1)
 		return
