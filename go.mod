@@ -1,6 +1,6 @@
 module github.com/unsgate/unsgate
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/eclipse/paho.golang v0.23.0
@@ -8,6 +8,8 @@ require (
 	github.com/gopcua/opcua v0.9.0
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/simonvetter/modbus v1.6.3
+	github.com/twmb/franz-go v1.22.2
+	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	gopkg.in/yaml.v3 v3.0.1
 )
 
@@ -15,6 +17,9 @@ require (
 	github.com/goburrow/serial v0.1.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/gorilla/websocket v1.5.3 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/rs/xid v1.4.0 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.0 // indirect
 	golang.org/x/net v0.43.0 // indirect
 )

@@ -17,6 +17,7 @@ import (
 
 	"github.com/unsgate/unsgate/connectors/opcua"
 	"github.com/unsgate/unsgate/model"
+	"github.com/unsgate/unsgate/publish/kafka"
 )
 
 // Config is the gateway configuration file: who the gateway is, where its
@@ -99,7 +100,57 @@ type BackoffConfig struct {
 
 // SinksConfig lists where harmonized points go.
 type SinksConfig struct {
-	MQTT *MQTTConfig `yaml:"mqtt"`
+	MQTT  *MQTTConfig  `yaml:"mqtt"`
+	Kafka *KafkaConfig `yaml:"kafka"`
+}
+
+// KafkaConfig is a Kafka cluster that receives every value (see
+// publish/kafka). It may be configured with or without sinks.mqtt.
+type KafkaConfig struct {
+	Pos model.Pos `yaml:"-"`
+	// Brokers are the seed brokers, host:port each.
+	Brokers  []model.At[string] `yaml:"brokers" unsgate:"required"`
+	ClientID string             `yaml:"client_id"`
+	// TLS, when present (tls: {} for the system roots), turns TLS on.
+	TLS  *KafkaTLSConfig  `yaml:"tls"`
+	SASL *KafkaSASLConfig `yaml:"sasl"`
+	// Topic is the default topic (uns.v1.values); routes send matching
+	// UNS paths elsewhere, first match wins.
+	Topic  model.At[string] `yaml:"topic"`
+	Routes []KafkaRoute     `yaml:"routes"`
+	// StateTopic, if set, gets every value too; create it with
+	// cleanup.policy=compact.
+	StateTopic  model.At[string]        `yaml:"state_topic"`
+	Compression model.At[string]        `yaml:"compression"`
+	Linger      model.At[time.Duration] `yaml:"linger"`
+	BatchBytes  model.At[int]           `yaml:"batch_bytes"`
+}
+
+// KafkaTLSConfig holds the certificate files for a TLS listener.
+type KafkaTLSConfig struct {
+	Pos                model.Pos `yaml:"-"`
+	CAFile             string    `yaml:"ca_file"`
+	CertFile           string    `yaml:"cert_file"`
+	KeyFile            string    `yaml:"key_file"`
+	ServerName         string    `yaml:"server_name"`
+	InsecureSkipVerify bool      `yaml:"insecure_skip_verify"`
+}
+
+// KafkaSASLConfig is SASL authentication: PLAIN, SCRAM-SHA-256 or
+// SCRAM-SHA-512. Put the password in the environment: password: ${VAR}.
+type KafkaSASLConfig struct {
+	Pos       model.Pos        `yaml:"-"`
+	Mechanism model.At[string] `yaml:"mechanism" unsgate:"required"`
+	Username  model.At[string] `yaml:"username" unsgate:"required"`
+	Password  string           `yaml:"password"`
+}
+
+// KafkaRoute sends values whose UNS path matches an MQTT-style filter to a
+// topic.
+type KafkaRoute struct {
+	Pos   model.Pos        `yaml:"-"`
+	Match model.At[string] `yaml:"match" unsgate:"required"`
+	Topic model.At[string] `yaml:"topic" unsgate:"required"`
 }
 
 // MQTTConfig is an external MQTT v5 broker. Without it the gateway runs an
@@ -253,6 +304,16 @@ func (c *Config) applyDefaults() {
 			m.ClientID = "unsgate-" + c.ID
 		}
 	}
+	if k := c.Sinks.Kafka; k != nil {
+		if k.TLS != nil {
+			for _, p := range []*string{&k.TLS.CAFile, &k.TLS.CertFile, &k.TLS.KeyFile} {
+				*p = resolvePath(dir, *p)
+			}
+		}
+		if k.ClientID == "" {
+			k.ClientID = "unsgate-" + c.ID
+		}
+	}
 	if c.Sinks.MQTT == nil {
 		if c.Broker == nil {
 			c.Broker = &BrokerConfig{Pos: c.Pos}
@@ -332,6 +393,9 @@ func (c *Config) validate(diags *model.Diagnostics) {
 		if m.MaxInflight < 0 || m.QueueLen < 0 {
 			diags.Add(m.Pos, "sinks.mqtt: max_inflight and queue_len must not be negative")
 		}
+	}
+	if k := c.Sinks.Kafka; k != nil {
+		k.validate(diags)
 	}
 	if b := c.Broker; b != nil && b.Listen.V != "" {
 		if _, _, err := net.SplitHostPort(b.Listen.V); err != nil {
@@ -505,5 +569,69 @@ func (s *SourceConfig) opcuaConfig(appURI string, tags []opcua.Tag) opcua.Config
 		MaxMonitoredItemsPerCall: o.MaxMonitoredItemsPerCall.V, MaxNodesPerRead: o.MaxNodesPerRead.V,
 		Timeout: s.Timeout, KeepAlive: o.KeepAlive.V, SessionTimeout: o.SessionTimeout.V,
 		Tags: tags,
+	}
+}
+
+// validate checks sinks.kafka with the Kafka sink's own rules, each
+// problem at the key it is about.
+func (k *KafkaConfig) validate(diags *model.Diagnostics) {
+	if len(k.Brokers) == 0 {
+		diags.Add(k.Pos, "sinks.kafka.brokers: name at least one seed broker (host:port)")
+	}
+	for _, b := range k.Brokers {
+		if err := kafka.CheckBroker(b.V); err != nil {
+			diags.Add(b.Pos, "sinks.kafka.brokers: %v", err)
+		}
+	}
+	for _, t := range []struct {
+		key string
+		v   model.At[string]
+	}{{"topic", k.Topic}, {"state_topic", k.StateTopic}} {
+		if t.v.Valid() {
+			if err := kafka.CheckTopicName(t.v.V); err != nil {
+				diags.Add(t.v.Pos, "sinks.kafka.%s: %v", t.key, err)
+			}
+		}
+	}
+	for i, r := range k.Routes {
+		if r.Match.Valid() {
+			if err := kafka.CheckFilter(r.Match.V); err != nil {
+				diags.Add(r.Match.Pos, "sinks.kafka.routes[%d].match %q: %v", i, r.Match.V, err)
+			}
+		}
+		if r.Topic.Valid() {
+			if err := kafka.CheckTopicName(r.Topic.V); err != nil {
+				diags.Add(r.Topic.Pos, "sinks.kafka.routes[%d].topic: %v", i, err)
+			}
+		}
+	}
+	if k.Compression.Valid() {
+		if _, err := kafka.ParseCompression(k.Compression.V); err != nil {
+			diags.Add(k.Compression.Pos, "sinks.kafka.%v", err)
+		}
+	}
+	if k.Linger.V < 0 || k.Linger.V > time.Minute {
+		diags.Add(k.Linger.Pos, "sinks.kafka.linger %v: want 0 (the default, %v) up to 1m", k.Linger.V, kafka.DefaultLinger)
+	}
+	if k.BatchBytes.V < 0 || k.BatchBytes.V > 1<<30 {
+		diags.Add(k.BatchBytes.Pos, "sinks.kafka.batch_bytes %d: want 0 (the default, %d) up to %d", k.BatchBytes.V, kafka.DefaultBatchBytes, 1<<30)
+	}
+	if s := k.SASL; s != nil && s.Mechanism.Valid() {
+		if err := kafka.CheckMechanism(s.Mechanism.V); err != nil {
+			diags.Add(s.Mechanism.Pos, "sinks.kafka.sasl: %v", err)
+		}
+	}
+	if t := k.TLS; t != nil {
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			diags.Add(t.Pos, "sinks.kafka.tls: cert_file and key_file go together")
+		}
+		for _, f := range []string{t.CAFile, t.CertFile, t.KeyFile} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Stat(f); err != nil {
+				diags.Add(t.Pos, "sinks.kafka.tls: %v", err)
+			}
+		}
 	}
 }

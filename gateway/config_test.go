@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,7 @@ func FuzzParseConfig(f *testing.F) {
 		"sources: 3\n",
 		"id: a\nmodels: [m]\nbroker: {listen: \"::::\"}\n",
 		"&a [*a]\n",
+		"id: a\nmodels: [m]\nsinks:\n  kafka: {brokers: [\"k:9092\"], routes: [{match: \"a/#\", topic: t}], sasl: {mechanism: PLAIN, username: u}}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -176,5 +178,97 @@ func TestConfigDisableGapBridgingAndStale(t *testing.T) {
 	text = strings.Replace(text, "max_gap: -1", "max_gap: -2", 1)
 	if _, err := ParseConfig("gw.yaml", []byte(text), env(nil)); err == nil || !strings.Contains(err.Error(), "use -1 to turn it off") {
 		t.Errorf("max_gap -2 accepted or unclear: %v", err)
+	}
+}
+
+// sinks.kafka: every key decoded, ${VAR} in the password, defaults, and
+// the embedded broker still there without sinks.mqtt.
+func TestConfigKafka(t *testing.T) {
+	text := `id: edge-01
+models: [models/]
+sinks:
+  kafka:
+    brokers: ["k1:9092", "k2:9093"]
+    tls: {ca_file: ca.pem, server_name: kafka.local}
+    sasl: {mechanism: SCRAM-SHA-512, username: gw, password: "${KAFKA_PASSWORD}"}
+    topic: plant.values
+    routes:
+      - {match: "acme/munich/bottling/#", topic: uns.v1.bottling}
+      - {match: "+/+/packaging/#", topic: uns.v1.packaging}
+    state_topic: uns.v1.state
+    compression: zstd
+    linger: 20ms
+    batch_bytes: 262144
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/ca.pem", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(dir+"/gw.yaml", []byte(text), env(map[string]string{"KAFKA_PASSWORD": "s3cret"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := cfg.Sinks.Kafka
+	if len(k.Brokers) != 2 || k.Brokers[1].V != "k2:9093" || k.SASL.Password != "s3cret" || k.SASL.Mechanism.V != "SCRAM-SHA-512" ||
+		k.TLS.CAFile != dir+"/ca.pem" || k.TLS.ServerName != "kafka.local" || k.Topic.V != "plant.values" ||
+		len(k.Routes) != 2 || k.Routes[1].Topic.V != "uns.v1.packaging" || k.StateTopic.V != "uns.v1.state" ||
+		k.Compression.V != "zstd" || k.Linger.V != 20*time.Millisecond || k.BatchBytes.V != 262144 || k.ClientID != "unsgate-edge-01" {
+		t.Errorf("kafka config %+v", k)
+	}
+	if cfg.Broker == nil || cfg.Broker.Listen.V != DefaultBrokerListen {
+		t.Errorf("without sinks.mqtt the embedded broker must still run: %+v", cfg.Broker)
+	}
+}
+
+// Each mistake in sinks.kafka is reported at its key, all at once.
+func TestConfigKafkaErrors(t *testing.T) {
+	text := `id: gw
+models: [m]
+sinks:
+  kafka:
+    brokers: ["k1", "k2:9092"]
+    sasl: {mechanism: GSSAPI, username: gw}
+    topic: "uns values"
+    routes:
+      - {match: "acme/#/bottling", topic: uns.v1.bottling}
+      - {match: "a/+", topic: "bad/topic"}
+    compression: snappy
+    linger: -1s
+    batch_bytes: -5
+    tls: {cert_file: c.pem}
+`
+	_, err := ParseConfig("gw.yaml", []byte(text), env(nil))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`gw.yaml:5:15: sinks.kafka.brokers: broker "k1": want host:port`,
+		`gw.yaml:6:23: sinks.kafka.sasl: SASL mechanism "GSSAPI": want one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512`,
+		`gw.yaml:7:12: sinks.kafka.topic: topic name "uns values": only letters, digits`,
+		`gw.yaml:9:17: sinks.kafka.routes[0].match "acme/#/bottling": '#' must be the last level`,
+		`gw.yaml:10:31: sinks.kafka.routes[1].topic: topic name "bad/topic"`,
+		`gw.yaml:11:18: sinks.kafka.compression "snappy": want one of none, gzip, lz4, zstd`,
+		`gw.yaml:12:13: sinks.kafka.linger -1s`,
+		`gw.yaml:13:18: sinks.kafka.batch_bytes -5`,
+		`gw.yaml:14:10: sinks.kafka.tls: cert_file and key_file go together`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	for _, line := range strings.Split(got, "\n") {
+		if !strings.HasPrefix(line, "gw.yaml:") {
+			t.Errorf("diagnostic without position: %q", line)
+		}
+	}
+
+	_, err = ParseConfig("gw.yaml", []byte("id: gw\nmodels: [m]\nsinks:\n  kafka:\n    brokers: []\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "gw.yaml:5:5: sinks.kafka.brokers: name at least one seed broker") {
+		t.Errorf("empty brokers: %v", err)
+	}
+	_, err = ParseConfig("gw.yaml", []byte("id: gw\nmodels: [m]\nsinks:\n  kafka:\n    brokers: [\"k:9092\"]\n    sasl: {mechanism: PLAIN}\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), `gw.yaml:6:11: missing required key "username"`) {
+		t.Errorf("missing username: %v", err)
 	}
 }

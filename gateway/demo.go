@@ -10,16 +10,21 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/model"
+	"github.com/unsgate/unsgate/publish/kafka"
 )
 
 // DemoOptions configures RunDemo.
 type DemoOptions struct {
 	// MQTTListen is the embedded broker's address (default 127.0.0.1:1883).
 	MQTTListen string
+	// KafkaBrokers, if set, adds a Kafka sink producing to these seed
+	// brokers (host:port) with the default topic.
+	KafkaBrokers []string
 	// Models are the model files to run, usually the embedded examples.
 	Models fs.FS
 	// Out receives the banner with the addresses; Logger the logs.
@@ -35,8 +40,9 @@ type DemoOptions struct {
 // plcURL (line 1), an OPC UA source at uaURL (line 2: Basic256Sha256
 // SignAndEncrypt with a user name, the server's certificate trusted in
 // dataDir/pki/trusted), and the embedded broker on listen. It goes through
-// the same parser and validation as a config file.
-func DemoConfig(plcURL, uaURL, dataDir, listen string) (*Config, error) {
+// the same parser and validation as a config file. kafkaBrokers, if any,
+// add a sinks.kafka section.
+func DemoConfig(plcURL, uaURL, dataDir, listen string, kafkaBrokers ...string) (*Config, error) {
 	text := "id: demo\n" +
 		"models: [models]\n" +
 		"data_dir: " + strconv.Quote(dataDir) + "\n" +
@@ -57,6 +63,12 @@ func DemoConfig(plcURL, uaURL, dataDir, listen string) (*Config, error) {
 		"    backoff: {initial: 200ms, max: 5s}\n" +
 		"broker:\n" +
 		"  listen: " + strconv.Quote(listen) + "\n"
+	if len(kafkaBrokers) > 0 {
+		text += "sinks:\n  kafka:\n    brokers:\n"
+		for _, b := range kafkaBrokers {
+			text += "      - " + strconv.Quote(b) + "\n"
+		}
+	}
 	return ParseConfig("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
 }
 
@@ -115,7 +127,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 		return err
 	}
 
-	cfg, err := DemoConfig(plc.URL(), uaSrv.Endpoint(), dataDir, opts.MQTTListen)
+	cfg, err := DemoConfig(plc.URL(), uaSrv.Endpoint(), dataDir, opts.MQTTListen, opts.KafkaBrokers...)
 	if err != nil {
 		return err
 	}
@@ -127,6 +139,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if err != nil {
 		return err
 	}
+	g.SetModelVersion(ModelFilesVersion(files))
 	started := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() { errc <- g.Run(ctx, started) }()
@@ -140,11 +153,17 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	fmt.Fprintf(opts.Out, "  line 1 PLC     %s (Modbus TCP, unit 1)\n", plc.URL())
 	fmt.Fprintf(opts.Out, "  line 2 server  %s (OPC UA, Basic256Sha256 SignAndEncrypt, user operator)\n", uaSrv.Endpoint())
 	fmt.Fprintf(opts.Out, "  MQTT broker    mqtt://%s\n", addr)
+	if len(opts.KafkaBrokers) > 0 {
+		fmt.Fprintf(opts.Out, "  Kafka          %s (topic %s)\n", strings.Join(opts.KafkaBrokers, ","), kafka.DefaultTopic)
+	}
 	fmt.Fprintf(opts.Out, "  presence       %s\n", g.PresenceTopic())
 	fmt.Fprintf(opts.Out, "Watch the namespace from another shell:\n")
 	fmt.Fprintf(opts.Out, "  go run ./cmd/unsgate sub --broker %s '#'\n", addr)
 	host, port, _ := net.SplitHostPort(addr) // the broker's own bound address
 	fmt.Fprintf(opts.Out, "  mosquitto_sub -V mqttv5 -h %s -p %s -t '#' -v\n", host, port)
+	if len(opts.KafkaBrokers) > 0 {
+		fmt.Fprintf(opts.Out, "  kcat -C -b %s -t %s -f '%%k %%s %%h\\n'\n", opts.KafkaBrokers[0], kafka.DefaultTopic)
+	}
 	fmt.Fprintf(opts.Out, "Ctrl-C stops the demo.\n")
 	if opts.Started != nil {
 		opts.Started(g)

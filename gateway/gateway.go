@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/unsgate/unsgate/connectors"
@@ -20,6 +24,7 @@ import (
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish"
 	"github.com/unsgate/unsgate/publish/broker"
+	"github.com/unsgate/unsgate/publish/kafka"
 	"github.com/unsgate/unsgate/publish/mqtt"
 )
 
@@ -46,6 +51,8 @@ type Gateway struct {
 	sourceNames []string
 	fanout      *publish.Fanout
 	broker      *broker.Broker
+	kafka       *kafka.Sink  // added to the fan-out in Run, after the MQTT sink
+	modelVer    atomic.Value // string: see ModelVersion
 }
 
 // Load reads the gateway config at path, then its model files, compiles the
@@ -227,7 +234,83 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		}
 		g.fanout.Add(sink)
 	}
+	g.modelVer.Store(modelFilesVersion(m))
+	if kc := cfg.Sinks.Kafka; kc != nil {
+		sink, err := kafka.New(g.kafkaConfig(kc))
+		if err != nil {
+			return nil, fmt.Errorf("sinks.kafka: %w", err)
+		}
+		g.kafka = sink
+	}
 	return g, nil
+}
+
+func (g *Gateway) kafkaConfig(kc *KafkaConfig) kafka.Config {
+	c := kafka.Config{
+		ClientID: kc.ClientID, Topic: kc.Topic.V, StateTopic: kc.StateTopic.V,
+		Compression: kc.Compression.V, Linger: kc.Linger.V, BatchBytes: kc.BatchBytes.V,
+		GatewayID: g.cfg.ID, ModelVersion: g.ModelVersion, Logger: g.logger,
+	}
+	for _, b := range kc.Brokers {
+		c.Brokers = append(c.Brokers, b.V)
+	}
+	for _, r := range kc.Routes {
+		c.Routes = append(c.Routes, kafka.Route{Match: r.Match.V, Topic: r.Topic.V})
+	}
+	if t := kc.TLS; t != nil {
+		c.TLS, c.CAFile, c.CertFile, c.KeyFile = true, t.CAFile, t.CertFile, t.KeyFile
+		c.ServerName, c.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
+	}
+	if s := kc.SASL; s != nil {
+		c.SASL = kafka.SASL{Mechanism: s.Mechanism.V, Username: s.Username.V, Password: s.Password}
+	}
+	return c
+}
+
+// ModelVersion identifies the model the gateway runs: for now a short hash
+// of the model files' contents (see ModelFilesVersion), "" when unknown.
+// Kafka records carry it in their model_version header.
+func (g *Gateway) ModelVersion() string {
+	v, _ := g.modelVer.Load().(string)
+	return v
+}
+
+// SetModelVersion replaces the model version, for models that were not
+// read from files on disk (the demo's embedded examples).
+func (g *Gateway) SetModelVersion(v string) { g.modelVer.Store(v) }
+
+// modelFilesVersion is ModelFilesVersion of the files m was loaded from,
+// read again from disk; "" when one cannot be read (a model loaded from
+// memory).
+func modelFilesVersion(m *model.Model) string {
+	if m == nil || len(m.Files) == 0 {
+		return ""
+	}
+	files := make([]model.File, 0, len(m.Files))
+	for _, name := range m.Files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return ""
+		}
+		files = append(files, model.File{Name: name, Data: data})
+	}
+	return ModelFilesVersion(files)
+}
+
+// ModelFilesVersion is a short content hash of model files: the first 12
+// hex digits of a SHA-256 over each file's SHA-256, sorted, so it depends
+// on the contents only, not on names, paths or order.
+func ModelFilesVersion(files []model.File) string {
+	sums := make([][sha256.Size]byte, len(files))
+	for i, f := range files {
+		sums[i] = sha256.Sum256(f.Data)
+	}
+	slices.SortFunc(sums, func(a, b [sha256.Size]byte) int { return bytes.Compare(a[:], b[:]) })
+	h := sha256.New()
+	for _, s := range sums {
+		h.Write(s[:])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
 func (g *Gateway) mqttConfig(mc *MQTTConfig, u string) mqtt.Config {
@@ -322,6 +405,9 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 			return fmt.Errorf("embedded broker client: %w", err)
 		}
 		g.fanout.Add(sink)
+	}
+	if g.kafka != nil {
+		g.fanout.Add(g.kafka)
 	}
 	g.fanout.SetTags(g.plan.Tags()) // every sink is added by now
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"strings"
 
 	"github.com/unsgate/unsgate/gateway"
 	"github.com/unsgate/unsgate/models"
@@ -16,6 +17,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("mqtt-listen", gateway.DefaultBrokerListen, "embedded MQTT broker `address`")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	seed := fs.Int64("seed", 1, "random seed of the simulated line")
+	kafkaBrokers := fs.String("kafka-brokers", "", "also produce to Kafka at these seed brokers (`host:port,...`)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return 2
 	}
@@ -24,10 +26,16 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		// standard logger; the demo's own logs go through slog.
 		log.SetOutput(io.Discard)
 	}
+	var brokers []string
+	for _, b := range strings.Split(*kafkaBrokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	err := gateway.RunDemo(ctx, gateway.DemoOptions{
-		MQTTListen: *listen, Models: models.FS, Out: stdout,
+		MQTTListen: *listen, KafkaBrokers: brokers, Models: models.FS, Out: stdout,
 		Logger: newLogger(stderr, *logLevel), Seed: *seed,
 	})
 	if err != nil {
