@@ -121,9 +121,16 @@ func RunBench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("bench model: %w", err)
 	}
+	// The sinks' stores (store and forward, as in production) live in a
+	// folder of the run's own, so no run replays another's leftovers.
+	dataDir, err := os.MkdirTemp("", "unsgate-bench-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dataDir)
 	cfg, err := ParseConfig("bench.yaml", []byte(fmt.Sprintf(
-		"id: bench\nmodels: [bench.yaml]\nshutdown_timeout: 5s\nsources:\n  plc: {url: %q, poll: %s, timeout: 2s}\n%s",
-		plc.URL(), o.Poll, benchSink(o.Broker))), func(string) (string, bool) { return "", false })
+		"id: bench\nmodels: [bench.yaml]\ndata_dir: %q\nshutdown_timeout: 5s\nsources:\n  plc: {url: %q, poll: %s, timeout: 2s}\n%s",
+		dataDir, plc.URL(), o.Poll, benchSink(o.Broker))), func(string) (string, bool) { return "", false })
 	if err != nil {
 		return res, err
 	}

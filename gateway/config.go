@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 
 	"github.com/unsgate/unsgate/connectors/opcua"
 	"github.com/unsgate/unsgate/model"
+	"github.com/unsgate/unsgate/publish"
 	"github.com/unsgate/unsgate/publish/kafka"
 )
 
@@ -42,6 +45,93 @@ type Config struct {
 	Sources         map[string]*SourceConfig `yaml:"sources"`
 	Sinks           SinksConfig              `yaml:"sinks"`
 	Broker          *BrokerConfig            `yaml:"broker"`
+	Store           StoreConfig              `yaml:"store"`
+}
+
+// StoreConfig is store and forward: every sink's queue is kept on disk
+// too, so an outage of a broker, or a restart of the gateway, loses
+// nothing (see README, "Delivery").
+type StoreConfig struct {
+	Pos model.Pos `yaml:"-"`
+	// Disabled keeps the queues in memory only: an outage longer than the
+	// memory queue, a crash or a restart then loses what was queued.
+	Disabled bool `yaml:"disabled"`
+	// Dir holds a folder per sink (default {data_dir}/queue).
+	Dir model.At[string] `yaml:"dir"`
+	// MaxBytes is each sink's budget on disk, e.g. 1GiB or 500MB (default
+	// 1GiB). Over it, the oldest queued points are dropped and counted.
+	MaxBytes model.At[string] `yaml:"max_bytes"`
+	// Sync is how often queued data is flushed to the device (default 1s),
+	// or "always" (before Publish returns; slower, for disks that must not
+	// lose a second's points to a power cut).
+	Sync model.At[string] `yaml:"sync"`
+
+	// Parsed by validate.
+	maxBytes int64
+	sync     time.Duration
+}
+
+// StoreOptions is the parsed store configuration for the publisher; ok is
+// false when the store is disabled.
+func (s *StoreConfig) StoreOptions() (dir string, opts publish.StoreOptions, ok bool) {
+	if s.Disabled {
+		return "", publish.StoreOptions{}, false
+	}
+	return s.Dir.V, publish.StoreOptions{MaxBytes: s.maxBytes, SyncEvery: s.sync}, true
+}
+
+func (s *StoreConfig) validate(diags *model.Diagnostics) {
+	s.maxBytes = publish.DefaultStoreBytes
+	if s.MaxBytes.V != "" {
+		n, err := parseBytes(s.MaxBytes.V)
+		switch {
+		case err != nil:
+			diags.Add(s.MaxBytes.Pos, "store.max_bytes %q: %v", s.MaxBytes.V, err)
+		case n < minStoreBytes:
+			diags.Add(s.MaxBytes.Pos, "store.max_bytes %q: at least 1MiB", s.MaxBytes.V)
+		default:
+			s.maxBytes = n
+		}
+	}
+	s.sync = publish.DefaultSyncEvery
+	switch v := s.Sync.V; v {
+	case "":
+	case "always":
+		s.sync = -1
+	default:
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			diags.Add(s.Sync.Pos, "store.sync %q: want a duration such as 1s, or always", v)
+		} else {
+			s.sync = d
+		}
+	}
+}
+
+const minStoreBytes = 1 << 20
+
+// parseBytes reads a size: a number of bytes, optionally with a unit: B,
+// KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024).
+func parseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.TrimSpace(t[i:])
+	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("unknown unit %q (want B, KB, MB, GB, KiB, MiB, GiB)", unit)
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 {
+		return 0, errors.New("want a size such as 1GiB or 500MB")
+	}
+	if f*mult > math.MaxInt64/2 {
+		return 0, errors.New("too large")
+	}
+	return int64(f * mult), nil
 }
 
 // SourceConfig is one device or server to read from. The URL's scheme picks
@@ -273,6 +363,11 @@ func (c *Config) applyDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
+	if c.Store.Dir.V == "" {
+		c.Store.Dir.V = filepath.Join(c.DataDir, "queue")
+	} else {
+		c.Store.Dir.V = resolvePath(dir, c.Store.Dir.V)
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -397,6 +492,7 @@ func (c *Config) validate(diags *model.Diagnostics) {
 	if k := c.Sinks.Kafka; k != nil {
 		k.validate(diags)
 	}
+	c.Store.validate(diags)
 	if b := c.Broker; b != nil && b.Listen.V != "" {
 		if _, _, err := net.SplitHostPort(b.Listen.V); err != nil {
 			diags.Add(b.Listen.Pos, "broker.listen %q: want host:port, e.g. 127.0.0.1:1883", b.Listen.V)

@@ -272,3 +272,58 @@ sinks:
 		t.Errorf("missing username: %v", err)
 	}
 }
+
+// store: defaults under data_dir, sizes with units, sync as a duration or
+// always, and positioned errors.
+func TestConfigStore(t *testing.T) {
+	cfg, err := ParseConfig("/srv/gw/gw.yaml", []byte("id: a\nmodels: [m]\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, opts, ok := cfg.Store.StoreOptions()
+	if !ok || dir != "/srv/gw/data/queue" || opts.MaxBytes != 1<<30 || opts.SyncEvery != time.Second {
+		t.Fatalf("defaults: %q %+v %v", dir, opts, ok)
+	}
+
+	cfg, err = ParseConfig("/srv/gw/gw.yaml", []byte("id: a\nmodels: [m]\nstore: {dir: spool, max_bytes: 512MB, sync: always}\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, opts, ok = cfg.Store.StoreOptions()
+	if !ok || dir != "/srv/gw/spool" || opts.MaxBytes != 512e6 || opts.SyncEvery >= 0 {
+		t.Fatalf("set: %q %+v %v", dir, opts, ok)
+	}
+	cfg, err = ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\nstore: {disabled: true}\n"), env(nil))
+	if _, _, ok := cfg.Store.StoreOptions(); err != nil || ok {
+		t.Fatalf("disabled: %v %v", err, ok)
+	}
+
+	_, err = ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\nstore:\n  max_bytes: 2 parsecs\n  sync: soon\n"), env(nil))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`gw.yaml:4:14: store.max_bytes "2 parsecs": unknown unit "parsecs"`,
+		`gw.yaml:5:9: store.sync "soon": want a duration such as 1s, or always`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	if _, err := ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\nstore: {max_bytes: 1000}\n"), env(nil)); err == nil || !strings.Contains(err.Error(), "at least 1MiB") {
+		t.Fatalf("tiny budget: %v", err)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "1KiB": 1024, "1.5GiB": 3 << 29, "500MB": 500e6, "2 GB": 2e9, "7B": 7} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "GiB", "-1MB", "1 XB", "1e99TB"} {
+		if _, err := parseBytes(in); err == nil {
+			t.Errorf("parseBytes(%q) accepted", in)
+		}
+	}
+}

@@ -181,7 +181,11 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 	if cfg.Sinks.MQTT != nil {
 		queueLen = cfg.Sinks.MQTT.QueueLen
 	}
-	g.fanout = publish.NewFanout(publish.Options{Logger: logger, FlushTimeout: cfg.ShutdownTimeout, QueueLen: queueLen})
+	fopts := publish.Options{Logger: logger, FlushTimeout: cfg.ShutdownTimeout, QueueLen: queueLen}
+	if dir, opts, ok := cfg.Store.StoreOptions(); ok {
+		fopts.StoreDir, fopts.Store = dir, opts
+	}
+	g.fanout = publish.NewFanout(fopts)
 
 	mbTags := map[string][]modbus.Tag{}
 	uaTags := map[string][]opcua.Tag{}
@@ -232,7 +236,9 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("sinks.mqtt: %w", err)
 		}
-		g.fanout.Add(sink)
+		if err := g.fanout.Add(sink); err != nil {
+			return nil, fmt.Errorf("sinks.mqtt: store and forward: %w", err)
+		}
 	}
 	g.modelVer.Store(modelFilesVersion(m))
 	if kc := cfg.Sinks.Kafka; kc != nil {
@@ -391,6 +397,8 @@ func (g *Gateway) tick(now time.Time) {
 // if not nil, is closed once the broker (if any) listens and the sources
 // and sinks are running.
 func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
+	// The sinks' stores stay open until here (Fanout.Run closes them too).
+	defer g.fanout.Close()
 	if g.cfg.Sinks.MQTT == nil {
 		b, err := broker.Start(g.cfg.Broker.Listen.V, g.logger.With("component", "broker"))
 		if err != nil {
@@ -404,10 +412,14 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 		if err != nil {
 			return fmt.Errorf("embedded broker client: %w", err)
 		}
-		g.fanout.Add(sink)
+		if err := g.fanout.Add(sink); err != nil {
+			return fmt.Errorf("embedded broker client: store and forward: %w", err)
+		}
 	}
 	if g.kafka != nil {
-		g.fanout.Add(g.kafka)
+		if err := g.fanout.Add(g.kafka); err != nil {
+			return fmt.Errorf("sinks.kafka: store and forward: %w", err)
+		}
 	}
 	g.fanout.SetTags(g.plan.Tags()) // every sink is added by now
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func startGateway(t *testing.T, modelText string, urls map[string]string) (*Gate
 	for name, u := range urls {
 		text += "  " + name + ": {url: \"" + u + "\", poll: 100ms, timeout: 300ms, backoff: {initial: 50ms, max: 200ms}}\n"
 	}
-	cfg, err := ParseConfig("gw.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestGatewayPublishesToMQTTAndKafka(t *testing.T) {
 		"sinks:\n  kafka:\n    brokers: [\"" + cluster.ListenAddrs()[0] + "\"]\n" +
 		"    routes: [{match: \"+/+/+/+/pump2/#\", topic: uns.v1.pump2}]\n" +
 		"    state_topic: uns.v1.state\n    linger: 5ms\n"
-	cfg, err := ParseConfig("gw.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}

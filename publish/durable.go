@@ -124,9 +124,7 @@ func (q *Queue) popDurable(dst []Message, maxN int) ([]Message, error) {
 			if m.Seq > q.readSeq { // lost to damage (the store counts it)
 				q.done.markRange(q.readSeq, m.Seq)
 			}
-			if q.metaOf != nil {
-				m.Meta = q.metaOf(m.Topic)
-			}
+			m.Meta = q.metaOf(m.Topic)
 			if m.Seq < q.oldSeq {
 				m.Replay = true
 			}

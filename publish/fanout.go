@@ -191,6 +191,18 @@ func validSinkName(name string) bool {
 	return true
 }
 
+// Close closes the sinks' durable queues (Run does it when it returns);
+// use it when Run never ran. It is idempotent.
+func (f *Fanout) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var errs []error
+	for _, e := range f.sinks {
+		errs = append(errs, e.q.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // metaOf is the tag of a UNS path in the current tags, or a bare one (the
 // tag left the model since the message was stored).
 func (f *Fanout) metaOf(topic string) *model.TagMeta {

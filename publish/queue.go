@@ -91,11 +91,15 @@ func NewQueue(capacity int) *Queue {
 // OpenQueue opens a durable queue on the store in dir, with the newest
 // capacity messages also in memory. What an earlier process left in dir
 // is queued first. metaOf gives messages read back from disk their Meta
-// (nil: none).
+// (nil: a bare one with the topic only).
 func OpenQueue(dir string, capacity int, opts StoreOptions, metaOf func(topic string) *model.TagMeta) (*Queue, error) {
 	st, err := OpenStore(dir, opts)
 	if err != nil {
 		return nil, err
+	}
+	if metaOf == nil {
+		// Sinks take a message without Meta for one that is not a value.
+		metaOf = func(topic string) *model.TagMeta { return &model.TagMeta{Topic: topic} }
 	}
 	q := NewQueue(capacity)
 	q.st, q.metaOf = st, metaOf
