@@ -238,8 +238,12 @@ type KafkaSASLConfig struct {
 // KafkaRoute sends values whose UNS path matches an MQTT-style filter to a
 // topic.
 type KafkaRoute struct {
-	Pos   model.Pos        `yaml:"-"`
-	Match model.At[string] `yaml:"match" unsgate:"required"`
+	Pos model.Pos `yaml:"-"`
+	// Match is a UNS filter (by area, line, ...), Type an asset type of the
+	// model; a value takes the route when it matches both (an absent one
+	// matches everything).
+	Match model.At[string] `yaml:"match"`
+	Type  model.At[string] `yaml:"type"`
 	Topic model.At[string] `yaml:"topic" unsgate:"required"`
 }
 
@@ -690,6 +694,9 @@ func (k *KafkaConfig) validate(diags *model.Diagnostics) {
 		}
 	}
 	for i, r := range k.Routes {
+		if r.Match.V == "" && r.Type.V == "" {
+			diags.Add(r.Pos, "sinks.kafka.routes[%d]: give match (a UNS filter such as acme/munich/bottling/#), type (an asset type of the model) or both", i)
+		}
 		if r.Match.Valid() {
 			if err := kafka.CheckFilter(r.Match.V); err != nil {
 				diags.Add(r.Match.Pos, "sinks.kafka.routes[%d].match %q: %v", i, r.Match.V, err)

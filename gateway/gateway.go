@@ -106,6 +106,7 @@ func CompileModel(cfg *Config, m *model.Model) (*model.Model, *harmonize.Plan, e
 		var diags model.Diagnostics
 		checkSources(cfg, plan, &diags)
 		checkProtocols(cfg, m, &diags)
+		checkRouteTypes(cfg, m, &diags)
 		if err := diags.Err(); err != nil {
 			return nil, nil, err
 		}
@@ -261,7 +262,7 @@ func (g *Gateway) kafkaConfig(kc *KafkaConfig) kafka.Config {
 		c.Brokers = append(c.Brokers, b.V)
 	}
 	for _, r := range kc.Routes {
-		c.Routes = append(c.Routes, kafka.Route{Match: r.Match.V, Topic: r.Topic.V})
+		c.Routes = append(c.Routes, kafka.Route{Match: r.Match.V, Type: r.Type.V, Topic: r.Topic.V})
 	}
 	if t := kc.TLS; t != nil {
 		c.TLS, c.CAFile, c.CertFile, c.KeyFile = true, t.CAFile, t.CertFile, t.KeyFile
@@ -470,4 +471,23 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 	}
 	g.logger.Info("gateway stopped", "id", g.cfg.ID)
 	return nil
+}
+
+// checkRouteTypes reports Kafka routes naming an asset type the model does
+// not have.
+func checkRouteTypes(cfg *Config, m *model.Model, diags *model.Diagnostics) {
+	k := cfg.Sinks.Kafka
+	if k == nil {
+		return
+	}
+	types := map[string]bool{}
+	for _, a := range m.Assets {
+		types[a.Type] = true
+	}
+	for i, r := range k.Routes {
+		if r.Type.V != "" && !types[r.Type.V] {
+			names := slices.Sorted(maps.Keys(types))
+			diags.Add(r.Type.Pos, "sinks.kafka.routes[%d].type %q: no asset of the model has this type (types: %s)", i, r.Type.V, strings.Join(names, ", "))
+		}
+	}
 }

@@ -70,3 +70,32 @@ func TestValidateProtocolMismatch(t *testing.T) {
 		t.Errorf("matching protocol reported: %v", err)
 	}
 }
+
+// A Kafka route by asset type must name a type the model's assets have;
+// a route needs match, type or both.
+func TestValidateKafkaRouteTypes(t *testing.T) {
+	dir := t.TempDir()
+	model := "levels: [a, b]\ntypes:\n  Pump:\n    tags:\n      temp: {address: \"holding:1\"}\n" +
+		"assets:\n  x/p1: {type: Pump, source: plc1}\n"
+	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(model), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "id: gw\nmodels: [m.yaml]\nsources:\n  plc1: {url: \"tcp://127.0.0.1:502\"}\nsinks:\n  kafka:\n    brokers: [\"127.0.0.1:9092\"]\n" +
+		"    routes:\n      - {type: Pump, topic: uns.v1.pumps}\n      - {type: Pumpe, topic: uns.v1.x}\n"
+	if err := os.WriteFile(filepath.Join(dir, "gw.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Validate(filepath.Join(dir, "gw.yaml"))
+	want := `gw.yaml:10:16: sinks.kafka.routes[1].type "Pumpe": no asset of the model has this type (types: Pump)`
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "routes[0]") {
+		t.Fatalf("Validate = %v, want %q only", err, want)
+	}
+
+	cfg = "id: gw\nmodels: [m.yaml]\nsinks:\n  kafka:\n    brokers: [\"127.0.0.1:9092\"]\n    routes:\n      - {topic: uns.v1.x}\n"
+	if err := os.WriteFile(filepath.Join(dir, "gw.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Validate(filepath.Join(dir, "gw.yaml")); err == nil || !strings.Contains(err.Error(), "gw.yaml:7:9: sinks.kafka.routes[0]: give match") {
+		t.Fatalf("Validate = %v", err)
+	}
+}

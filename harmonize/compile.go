@@ -101,6 +101,7 @@ func (c *compiler) compile(m *model.Model) (*Plan, error) {
 		*meta = model.TagMeta{
 			Topic:       t.Topic,
 			Asset:       a.Path,
+			Type:        a.Type,
 			Name:        t.Name,
 			Unit:        t.Unit,
 			Description: t.Description,

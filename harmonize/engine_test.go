@@ -61,7 +61,7 @@ func TestPlanAPI(t *testing.T) {
 	speed := tags[slices.IndexFunc(tags, func(m *model.TagMeta) bool {
 		return m.Topic == "acme/munich/bottling/line1/filler1/speed"
 	})]
-	want := model.TagMeta{Topic: "acme/munich/bottling/line1/filler1/speed", Asset: "acme/munich/bottling/line1/filler1",
+	want := model.TagMeta{Topic: "acme/munich/bottling/line1/filler1/speed", Asset: "acme/munich/bottling/line1/filler1", Type: "Filler",
 		Name: "speed", Datatype: model.KindFloat, Unit: "bottles/min", Description: "Filling speed",
 		Source: "plc1", Address: "holding:0", Index: speed.Index}
 	if *speed != want {

@@ -65,6 +65,7 @@ func (s *Sample) Time() time.Time {
 type TagMeta struct {
 	Topic       string // full UNS path, e.g. acme/munich/bottling/line1/filler1/speed
 	Asset       string // UNS path of the asset
+	Type        string // the asset's type in the model
 	Name        string // tag path inside the asset, e.g. speed or counters/good
 	Datatype    Kind   // harmonized value type
 	Unit        string

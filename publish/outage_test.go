@@ -396,6 +396,59 @@ func runOutageWith(t *testing.T, mq mqttBroker, recMQTT *received, downMQTT, dow
 	waitDistinct(t, recMQTT, total, 30*time.Second)
 	recMQTT.check(t, "mqtt", total)
 	kf.values(t, total, 30*time.Second).check(t, "kafka", total)
+	checkRetainedNewest(t, mq.address(), total)
+}
+
+// checkRetainedNewest: after the backlog, every tag's retained value on
+// the broker is its newest point.
+func checkRetainedNewest(t testing.TB, addr string, total int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	retained := map[string]int{}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) {
+			var v struct {
+				Value int `json:"value"`
+			}
+			if pr.Packet.Retain && json.Unmarshal(pr.Packet.Payload, &v) == nil && !strings.HasSuffix(pr.Packet.Topic, "/_meta") {
+				mu.Lock()
+				retained[pr.Packet.Topic] = v.Value
+				mu.Unlock()
+			}
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "retained-check", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "acme/plant/#", QoS: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(retained)
+		mu.Unlock()
+		if n >= flowTags || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	metas := flowTagMetas()
+	for tag := range flowTags {
+		newest := total - flowTags + tag
+		if got, ok := retained[metas[tag].Topic]; !ok || got != newest {
+			t.Errorf("retained value of %s: %d (present %v), want the newest, %d", metas[tag].Topic, got, ok, newest)
+		}
+	}
 }
 
 func waitDistinct(t testing.TB, r *received, n int, timeout time.Duration) {

@@ -88,10 +88,13 @@ type Config struct {
 	Logger *slog.Logger // nil: discard
 }
 
-// Route sends values whose UNS path matches Match, an MQTT-style filter
-// (+ is one level, # is the rest, also none, and only last), to Topic.
+// Route sends values to Topic when their UNS path matches Match, an
+// MQTT-style filter (+ is one level, # is the rest, also none, and only
+// last), and their asset's type in the model is Type. An empty Match or
+// Type matches everything; one of them must be set.
 type Route struct {
 	Match string
+	Type  string
 	Topic string
 }
 
@@ -191,14 +194,20 @@ func validate(cfg Config) (*settings, error) {
 		}
 	}
 	for i, r := range s.Routes {
-		levels, err := parseFilter(r.Match)
-		if err != nil {
-			bad("route %d: match %q: %v", i+1, r.Match, err)
+		var levels []string
+		switch {
+		case r.Match == "" && r.Type == "":
+			bad("route %d: give match (a UNS filter), type (an asset type) or both", i+1)
+		case r.Match != "":
+			var err error
+			if levels, err = parseFilter(r.Match); err != nil {
+				bad("route %d: match %q: %v", i+1, r.Match, err)
+			}
 		}
 		if err := CheckTopicName(r.Topic); err != nil {
 			bad("route %d: topic: %v", i+1, err)
 		}
-		s.routes = append(s.routes, route{levels: levels, topic: r.Topic})
+		s.routes = append(s.routes, route{levels: levels, typ: r.Type, topic: r.Topic})
 	}
 
 	if s.Compression == "" {

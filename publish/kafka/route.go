@@ -5,9 +5,11 @@ import (
 	"strings"
 )
 
-// route is a compiled Route: the filter's levels.
+// route is a compiled Route: the filter's levels (nil: any path) and the
+// asset type ("": any).
 type route struct {
 	levels []string
+	typ    string
 	topic  string
 }
 
@@ -37,6 +39,12 @@ func parseFilter(filter string) ([]string, error) {
 	return levels, nil
 }
 
+// matches reports whether a value of the tag at path, of an asset of type
+// typ, takes this route.
+func (r *route) matches(path, typ string) bool {
+	return (r.typ == "" || r.typ == typ) && (r.levels == nil || r.match(path))
+}
+
 // match reports whether the UNS path matches the filter's levels. It does
 // not allocate.
 func (r *route) match(path string) bool {
@@ -61,11 +69,11 @@ func (r *route) match(path string) bool {
 	return false // the path has more levels than the filter
 }
 
-// topicFor is the topic of the first route matching path, else the
-// default topic.
-func (s *settings) topicFor(path string) string {
+// topicFor is the topic of the first route a value of the tag at path, of
+// an asset of type typ, takes, else the default topic.
+func (s *settings) topicFor(path, typ string) string {
 	for i := range s.routes {
-		if s.routes[i].match(path) {
+		if s.routes[i].matches(path, typ) {
 			return s.routes[i].topic
 		}
 	}

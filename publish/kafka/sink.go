@@ -604,7 +604,7 @@ func (w *window) fill(e *entry, version, gateway []byte) {
 		h = append(h, kgo.RecordHeader{Key: "replay", Value: hdrTrue})
 	}
 	ts := time.UnixMilli(m.TimeMs)
-	e.recs[0] = kgo.Record{Key: key, Value: m.Payload, Headers: h, Timestamp: ts, Topic: w.s.cfg.topicFor(m.Topic), Context: e}
+	e.recs[0] = kgo.Record{Key: key, Value: m.Payload, Headers: h, Timestamp: ts, Topic: w.s.cfg.topicFor(m.Topic, assetType(m.Meta)), Context: e}
 	if e.nrec == 2 {
 		e.recs[1] = kgo.Record{Key: key, Value: m.Payload, Headers: h, Timestamp: ts, Topic: w.s.cfg.StateTopic, Context: e}
 	}
@@ -736,4 +736,12 @@ func (w *window) close(held []publish.Message) []publish.Message {
 	}
 	w.open, w.failed, w.held = 0, 0, 0
 	return back
+}
+
+// assetType is the model type of the message's asset, "" when unknown.
+func assetType(m *model.TagMeta) string {
+	if m == nil {
+		return ""
+	}
+	return m.Type
 }

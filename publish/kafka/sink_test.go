@@ -532,3 +532,47 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("defaults: %+v", s.cfg.Config)
 	}
 }
+
+// Routes by the asset's type in the model, alone or with a UNS filter.
+func TestRoutesByAssetType(t *testing.T) {
+	c := startCluster(t, kfake.SeedTopics(1, DefaultTopic, "uns.v1.pumps", "uns.v1.munich-fillers"))
+	cfg := testConfig(addrs(c)...)
+	cfg.Routes = []Route{
+		{Type: "Pump", Topic: "uns.v1.pumps"},
+		{Match: "acme/munich/#", Type: "Filler", Topic: "uns.v1.munich-fillers"},
+	}
+	s := newSink(t, cfg)
+	q := publish.NewQueue(1000)
+	runSink(t, s, q)
+
+	typed := func(prefix, typ string) []*model.TagMeta {
+		ts := tags(prefix, 2)
+		for _, m := range ts {
+			m.Type = typ
+		}
+		return ts
+	}
+	pumps := values(typed("acme/berlin/utilities/water", "Pump"), 0, 4)
+	munichFillers := values(typed("acme/munich/bottling/line1", "Filler"), 100, 4)
+	berlinFillers := values(typed("acme/berlin/bottling/line1", "Filler"), 200, 4) // type matches, path does not
+	untyped := values(tags("acme/munich/bottling/line2", 2), 300, 4)
+	q.PushBatch(slices.Concat(pumps, munichFillers, berlinFillers, untyped))
+	waitFor(t, "values sent", 10*time.Second, func() bool { return s.Status().Sent == 16 })
+	for topic, want := range map[string][]publish.Message{
+		"uns.v1.pumps": pumps, "uns.v1.munich-fillers": munichFillers, DefaultTopic: slices.Concat(berlinFillers, untyped),
+	} {
+		recs := consume(t, addrs(c), topic, len(want), 10*time.Second)
+		if len(recs) != len(want) {
+			t.Fatalf("%s: %d records, want %d", topic, len(recs), len(want))
+		}
+		checkOrder(t, want, recs)
+	}
+}
+
+func TestRouteNeedsMatchOrType(t *testing.T) {
+	cfg := testConfig("127.0.0.1:9092")
+	cfg.Routes = []Route{{Topic: "uns.v1.x"}}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "route 1: give match") {
+		t.Fatalf("New = %v", err)
+	}
+}
