@@ -124,6 +124,9 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
+// writeChunk bounds the bytes Append encodes before it writes them.
+const writeChunk = 256 << 10
+
 // ErrStoreClosed is returned by a Store's methods after Close.
 var ErrStoreClosed = errors.New("store closed")
 
@@ -304,7 +307,9 @@ func (s *Store) Append(ms []Message) (dropped int, err error) {
 		sg := s.segs[len(s.segs)-1]
 		s.buf = s.buf[:0]
 		k := 0
-		for k < len(ms) && (k == 0 || sg.size+int64(len(s.buf)) < s.opts.SegmentBytes) {
+		// A write per writeChunk bytes: the buffer stays small, whatever the
+		// batch.
+		for k < len(ms) && (k == 0 || sg.size+int64(len(s.buf)) < s.opts.SegmentBytes && len(s.buf) < writeChunk) {
 			ms[k].Seq = s.next + uint64(k)
 			s.buf = appendRecord(s.buf, &ms[k])
 			k++
@@ -319,15 +324,14 @@ func (s *Store) Append(ms []Message) (dropped int, err error) {
 		s.bytes += int64(len(s.buf))
 		s.dirty = true
 		ms = ms[k:]
+		// A write error above returns with the records of this chunk not
+		// counted; Seq of the later messages was not set by this call.
 		if sg.size >= s.opts.SegmentBytes {
 			if err := s.startSegment(); err != nil {
 				return dropped, fmt.Errorf("store %s: new segment: %w", s.dir, err)
 			}
 		}
 		dropped += s.enforceBudget()
-	}
-	if len(s.buf) > 64<<10 {
-		s.buf = nil // a huge batch does not pin its buffer
 	}
 	if s.opts.SyncEvery < 0 {
 		if err := s.syncLocked(); err != nil {
