@@ -3,13 +3,11 @@ package kafka
 import (
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/unsgate/unsgate/publish"
 )
 
 // Config configures a Sink. Zero values mean the defaults below.
@@ -333,29 +333,5 @@ func tlsConfig(s *settings) (*tls.Config, error) {
 		ServerName:         s.ServerName,
 		InsecureSkipVerify: s.InsecureSkipVerify, //nolint:gosec // explicit opt-in, documented as test-only
 	}
-	var errs []error
-	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ca file: %w", err))
-		} else {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				errs = append(errs, fmt.Errorf("ca file %s: no PEM certificate found", s.CAFile))
-			}
-			t.RootCAs = pool
-		}
-	}
-	switch {
-	case (s.CertFile == "") != (s.KeyFile == ""):
-		errs = append(errs, errors.New("cert file and key file go together: set both or neither"))
-	case s.CertFile != "":
-		pair, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("client certificate %s / %s: %w", s.CertFile, s.KeyFile, err))
-		} else {
-			t.Certificates = []tls.Certificate{pair}
-		}
-	}
-	return t, errors.Join(errs...)
+	return t, publish.LoadClientTLS(t, s.CAFile, s.CertFile, s.KeyFile)
 }

@@ -3,7 +3,6 @@ package mqtt
 import (
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,9 +10,10 @@ import (
 	"math"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/unsgate/unsgate/publish"
 )
 
 // Config configures a Sink. Zero values mean the defaults below.
@@ -200,31 +200,7 @@ func tlsConfig(s *settings) (*tls.Config, error) {
 	if s.url != nil {
 		t.ServerName = s.url.Hostname()
 	}
-	var errs []error
-	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ca file: %w", err))
-		} else {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				errs = append(errs, fmt.Errorf("ca file %s: no PEM certificate found", s.CAFile))
-			}
-			t.RootCAs = pool
-		}
-	}
-	switch {
-	case (s.CertFile == "") != (s.KeyFile == ""):
-		errs = append(errs, errors.New("cert file and key file go together: set both or neither"))
-	case s.CertFile != "":
-		pair, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("client certificate %s / %s: %w", s.CertFile, s.KeyFile, err))
-		} else {
-			t.Certificates = []tls.Certificate{pair}
-		}
-	}
-	return t, errors.Join(errs...)
+	return t, publish.LoadClientTLS(t, s.CAFile, s.CertFile, s.KeyFile)
 }
 
 func redact(u *url.URL) string {
