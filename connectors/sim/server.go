@@ -82,7 +82,8 @@ type Server struct {
 	failures []failure
 	latency  time.Duration
 
-	requests atomic.Uint64
+	requests   atomic.Uint64
+	beforeRead atomic.Pointer[func(unit uint8, area model.Area, addr, quantity uint16)]
 
 	srv       *modbus.ModbusServer
 	addr      string
@@ -325,6 +326,9 @@ func serve[T any](s *Server, unit uint8, area model.Area, addr, quantity uint16,
 	if err := s.wait(); err != nil {
 		return nil, err
 	}
+	if f := s.beforeRead.Load(); f != nil && !write {
+		(*f)(unit, area, addr, quantity)
+	}
 	if write {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -348,6 +352,17 @@ func serve[T any](s *Server, unit uint8, area model.Area, addr, quantity uint16,
 		return nil, nil
 	}
 	return append([]T(nil), t[addr:int(addr)+int(quantity)]...), nil
+}
+
+// SetBeforeRead installs f, called before each read request is answered,
+// outside the server's lock (so f may set registers): a way to make values
+// change with every read. nil removes it.
+func (s *Server) SetBeforeRead(f func(unit uint8, area model.Area, addr, quantity uint16)) {
+	if f == nil {
+		s.beforeRead.Store(nil)
+		return
+	}
+	s.beforeRead.Store(&f)
 }
 
 // wait holds a request for the configured latency, or until Close.

@@ -368,3 +368,38 @@ func BenchmarkReadHolding125(b *testing.B) {
 		}
 	}
 }
+
+// SetBeforeRead runs before each read is answered and may change what it
+// answers; writes do not call it.
+func TestSetBeforeRead(t *testing.T) {
+	s := listen(t)
+	var calls []string
+	var mu sync.Mutex
+	n := uint16(0)
+	s.SetBeforeRead(func(unit uint8, area model.Area, addr, quantity uint16) {
+		mu.Lock()
+		n++
+		calls = append(calls, area.String())
+		v := n
+		mu.Unlock()
+		s.SetHolding(unit, addr, v)
+	})
+	c := dial(t, s, 1, 2*time.Second)
+	for want := uint16(1); want <= 3; want++ {
+		if got, err := c.ReadRegisters(5, 1, modbus.HOLDING_REGISTER); err != nil || got[0] != want {
+			t.Fatalf("read %d = %v, %v", want, got, err)
+		}
+	}
+	if err := c.WriteRegister(5, 100); err != nil {
+		t.Fatal(err)
+	}
+	s.SetBeforeRead(nil)
+	if got, err := c.ReadRegisters(5, 1, modbus.HOLDING_REGISTER); err != nil || got[0] != 100 {
+		t.Fatalf("after removing the hook: %v, %v", got, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 3 {
+		t.Fatalf("hook called %d times: %v", len(calls), calls)
+	}
+}
