@@ -51,13 +51,12 @@ type Sink struct {
 	up          atomic.Bool
 	lastOK      atomic.Int64 // unix nanos of the last good read from a broker
 
-	mu        sync.Mutex
-	lastErr   string
-	lastErrAt time.Time
-	logLimit  map[string]time.Time
-	win       *window // the current Run's, for Status
-	version   string  // last model version seen, and its header bytes
-	versionB  []byte
+	problems publish.Problems
+
+	mu       sync.Mutex
+	win      *window // the current Run's, for Status
+	version  string  // last model version seen, and its header bytes
+	versionB []byte
 }
 
 var _ publish.Sink = (*Sink)(nil)
@@ -69,7 +68,6 @@ const (
 	pingTimeout  = 2 * time.Second        // bound of one check
 	staleAfter   = 3 * pingEvery          // no good read for this long: not connected
 	closeWait    = time.Second            // wait for promises after the client closed
-	logEvery     = 10 * time.Second       // rate limit for repeated warnings
 	backoffFirst = 250 * time.Millisecond // pause after failed records were requeued
 	backoffMax   = 10 * time.Second
 )
@@ -80,7 +78,7 @@ func New(cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{cfg: st, log: st.Logger, logLimit: map[string]time.Time{}}, nil
+	return &Sink{cfg: st, log: st.Logger}, nil
 }
 
 // Name is the sink's name from the config.
@@ -95,8 +93,9 @@ func (s *Sink) Skipped() uint64 { return s.skipped.Load() }
 
 // Status reports the connection and delivery counters.
 func (s *Sink) Status() publish.SinkStatus {
+	var st publish.SinkStatus
+	st.LastError, st.LastErrorAt = s.problems.Last()
 	s.mu.Lock()
-	st := publish.SinkStatus{LastError: s.lastErr, LastErrorAt: s.lastErrAt}
 	w := s.win
 	s.mu.Unlock()
 	if w != nil {
@@ -230,17 +229,9 @@ func (s *Sink) down(kind, msg string) {
 }
 
 // problem records a delivery or connection problem and logs it, at most
-// once per logEvery for each kind.
+// once per publish.ProblemLogEvery for each kind.
 func (s *Sink) problem(kind, msg string) {
-	now := time.Now()
-	s.mu.Lock()
-	s.lastErr, s.lastErrAt = msg, now
-	logIt := now.Sub(s.logLimit[kind]) >= logEvery
-	if logIt {
-		s.logLimit[kind] = now
-	}
-	s.mu.Unlock()
-	if logIt {
+	if s.problems.Note(kind, msg) {
 		s.log.Warn(msg, "sink", s.cfg.Name)
 	}
 }

@@ -54,13 +54,12 @@ type Sink struct {
 	// following CONNECTs carry a QoS 0 / not retained Will.
 	willQoS0, willNoRetain atomic.Bool
 
-	mu        sync.Mutex
-	lastErr   string
-	lastErrAt time.Time
-	tags      []*model.TagMeta
-	tagsVer   uint64
-	wake      context.CancelFunc // interrupts the sender's wait for messages
-	logLimit  map[string]time.Time
+	problems publish.Problems
+
+	mu      sync.Mutex
+	tags    []*model.TagMeta
+	tagsVer uint64
+	wake    context.CancelFunc // interrupts the sender's wait for messages
 }
 
 var _ publish.Sink = (*Sink)(nil)
@@ -71,7 +70,6 @@ const (
 	offlineTimeout = 1 * time.Second  // wait for the offline presence's PUBACK at shutdown
 	stopTimeout    = 2 * time.Second  // wait for the client to disconnect at shutdown
 	stableAfter    = 10 * time.Second // a connection that lived this long resets the backoff
-	logEvery       = 10 * time.Second // rate limit for repeated warnings
 )
 
 // New validates cfg and returns a sink. Every error wraps ErrConfig.
@@ -80,7 +78,7 @@ func New(cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{cfg: st, log: st.Logger, logLimit: map[string]time.Time{}}
+	s := &Sink{cfg: st, log: st.Logger}
 	s.sess = newSession(st.MaxInflight)
 	s.sess.onAck = s.onAck
 	s.sess.onLost = s.interrupt
@@ -104,12 +102,11 @@ func (s *Sink) SetTags(tags []*model.TagMeta) {
 // Status reports the connection and delivery counters.
 func (s *Sink) Status() publish.SinkStatus {
 	connected, inflight := s.sess.snapshot()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lastErr, lastErrAt := s.problems.Last()
 	return publish.SinkStatus{
 		Connected:   connected,
-		LastError:   s.lastErr,
-		LastErrorAt: s.lastErrAt,
+		LastError:   lastErr,
+		LastErrorAt: lastErrAt,
 		Sent:        s.sent.Load(),
 		Inflight:    inflight + int(s.held.Load()),
 		Rejected:    s.rejected.Load(),
@@ -422,17 +419,9 @@ func (s *Sink) watchdog(ctx context.Context) {
 }
 
 // problem records a delivery or connection problem and logs it, at most
-// once per logEvery for each kind.
+// once per publish.ProblemLogEvery for each kind.
 func (s *Sink) problem(kind, msg string) {
-	now := time.Now()
-	s.mu.Lock()
-	s.lastErr, s.lastErrAt = msg, now
-	logIt := now.Sub(s.logLimit[kind]) >= logEvery
-	if logIt {
-		s.logLimit[kind] = now
-	}
-	s.mu.Unlock()
-	if logIt {
+	if s.problems.Note(kind, msg) {
 		s.log.Warn(msg, "sink", s.cfg.Name, "url", s.cfg.url.Redacted())
 	}
 }
