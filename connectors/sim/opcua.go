@@ -1275,22 +1275,7 @@ func (s *OPCUAServer) registerHandlers(srv *server.Server) {
 			return nil, ua.StatusBadSessionIDInvalid
 		}
 		items := srv.MonitoredItemService
-		res := make([]ua.StatusCode, len(req.MonitoredItemIDs))
-		var del []uint32
-		items.Mu.Lock()
-		for i, mid := range req.MonitoredItemIDs {
-			it := items.Items[mid]
-			switch {
-			case it == nil || it.Sub == nil || it.Sub.ID != req.SubscriptionID:
-				res[i] = ua.StatusBadMonitoredItemIDInvalid
-			case it.Sub.Session == nil || it.Sub.Session.AuthTokenID.String() != sess.AuthTokenID.String():
-				res[i] = ua.StatusBadSessionIDInvalid
-			default:
-				res[i] = ua.StatusOK
-				del = append(del, mid)
-			}
-		}
-		items.Mu.Unlock()
+		res, del := ownedItems(items, req.SubscriptionID, req.MonitoredItemIDs, sess.AuthTokenID.String(), nil)
 		for _, mid := range del {
 			items.DeleteMonitoredItem(mid)
 		}
@@ -1310,29 +1295,43 @@ func (s *OPCUAServer) registerHandlers(srv *server.Server) {
 		if sess == nil {
 			return nil, ua.StatusBadSessionIDInvalid
 		}
-		items := srv.MonitoredItemService
-		res := make([]ua.StatusCode, len(req.MonitoredItemIDs))
-		items.Mu.Lock()
-		for i, mid := range req.MonitoredItemIDs {
-			it := items.Items[mid]
-			switch {
-			case it == nil || it.Sub == nil || it.Sub.ID != req.SubscriptionID:
-				res[i] = ua.StatusBadMonitoredItemIDInvalid
-			case it.Sub.Session == nil || it.Sub.Session.AuthTokenID.String() != sess.AuthTokenID.String():
-				res[i] = ua.StatusBadSessionIDInvalid
-			default:
-				// Recorded only: gopcua reports changes whatever the mode.
-				it.Mode = req.MonitoringMode
-				res[i] = ua.StatusOK
-			}
-		}
-		items.Mu.Unlock()
+		res, _ := ownedItems(srv.MonitoredItemService, req.SubscriptionID, req.MonitoredItemIDs, sess.AuthTokenID.String(),
+			// Recorded only: gopcua reports changes whatever the mode.
+			func(it *server.MonitoredItem) { it.Mode = req.MonitoringMode })
 		return &ua.SetMonitoringModeResponse{
 			ResponseHeader:  responseHeader(req.RequestHeader),
 			Results:         res,
 			DiagnosticInfos: []*ua.DiagnosticInfo{},
 		}, nil
 	})
+}
+
+// ownedItems answers a request naming monitored items ids of subscription
+// subID: StatusOK for each that exists there and belongs to the session
+// with authentication token token (f, if set, is applied to it under the
+// service's lock), else the reason. It returns the results and the ids
+// that were OK.
+func ownedItems(items *server.MonitoredItemService, subID uint32, ids []uint32, token string, f func(*server.MonitoredItem)) ([]ua.StatusCode, []uint32) {
+	res := make([]ua.StatusCode, len(ids))
+	var owned []uint32
+	items.Mu.Lock()
+	defer items.Mu.Unlock()
+	for i, mid := range ids {
+		it := items.Items[mid]
+		switch {
+		case it == nil || it.Sub == nil || it.Sub.ID != subID:
+			res[i] = ua.StatusBadMonitoredItemIDInvalid
+		case it.Sub.Session == nil || it.Sub.Session.AuthTokenID.String() != token:
+			res[i] = ua.StatusBadSessionIDInvalid
+		default:
+			if f != nil {
+				f(it)
+			}
+			res[i] = ua.StatusOK
+			owned = append(owned, mid)
+		}
+	}
+	return res, owned
 }
 
 // createSubscription hands out subscription ids that were never used
