@@ -754,19 +754,39 @@ func TestOutageOverBudget(t *testing.T) {
 	}
 	defer p.stop()
 	const total = 30000 // about 3 MB of records: three times the budget
-	for n := 0; n < total; n += 100 {
-		batch := make([]model.Point, 0, 100)
-		for k := range 100 {
-			batch = append(batch, flowPoint(p.metas, n+k))
-		}
-		p.f.Publish(batch)
-	}
-	var ks publish.SinkStats
-	for _, st := range p.f.Stats() {
-		if st.Name == "kafka" {
-			ks = st
+	publishRange := func(from, to int) {
+		for n := from; n < to; n += 100 {
+			batch := make([]model.Point, 0, 100)
+			for k := range min(100, to-n) {
+				batch = append(batch, flowPoint(p.metas, n+k))
+			}
+			p.f.Publish(batch)
 		}
 	}
+	kafkaStats := func() publish.SinkStats {
+		for _, st := range p.f.Stats() {
+			if st.Name == "kafka" {
+				return st
+			}
+		}
+		t.Fatal("no kafka sink")
+		return publish.SinkStats{}
+	}
+	// First as many points as the sink takes while Kafka is away (its
+	// window), and wait until it holds them all: then the flood behind
+	// them only waits in the queue, and which points the budget drops does
+	// not depend on when the sink takes its batches.
+	window := kafka.DefaultMaxInflight
+	publishRange(0, window)
+	waitFor := time.Now().Add(10 * time.Second)
+	for kafkaStats().Inflight < window {
+		if time.Now().After(waitFor) {
+			t.Fatalf("the kafka sink did not fill its window: %+v", kafkaStats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	publishRange(window, total)
+	ks := kafkaStats()
 	if ks.Dropped == 0 || ks.StoredBytes > budget {
 		t.Fatalf("kafka over budget: %+v", ks)
 	}
