@@ -273,9 +273,6 @@ func (f *Fanout) Publish(points []model.Point) {
 	f.published.Add(uint64(len(msgs)))
 	now := time.Time{}
 	for _, e := range f.sinks {
-		if e.q.Durable() {
-			e.q.SetOnline(e.sink.Status().Connected)
-		}
 		if e.q.PushBatch(msgs) > 0 {
 			if now.IsZero() {
 				now = time.Now()
@@ -377,6 +374,11 @@ func (f *Fanout) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(dropLogInterval)
 	defer tick.Stop()
+	// Durable queues mark what is queued while their sink is offline;
+	// looked at here, not in Publish, to keep Status off the hot path.
+	online := time.NewTicker(onlinePoll)
+	defer online.Stop()
+	f.markOnline(sinks)
 
 	var errs []error
 	stopped := map[*sinkEntry]bool{}
@@ -394,6 +396,8 @@ wait:
 			break wait
 		case r := <-results:
 			record(r)
+		case <-online.C:
+			f.markOnline(sinks)
 		case now := <-tick.C:
 			f.mu.Lock()
 			for _, e := range sinks {
@@ -425,6 +429,18 @@ wait:
 	}
 	f.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// onlinePoll is how often Run tells durable queues whether their sink is
+// connected.
+const onlinePoll = 100 * time.Millisecond
+
+func (f *Fanout) markOnline(sinks []*sinkEntry) {
+	for _, e := range sinks {
+		if e.q.Durable() {
+			e.q.SetOnline(e.sink.Status().Connected)
+		}
+	}
 }
 
 // drainPoll is how often drain looks at the sinks; shutdown only.
