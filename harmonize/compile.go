@@ -445,10 +445,15 @@ func (c *compiler) compileTag(tags []assetTag, i int) {
 	}
 
 	out := in
+	var width uint8
 	switch {
+	case t.Width != 0 && !validWidth(t.Datatype, t.Width):
+		// Only a model built in Go gets here: the loader knows the names.
+		c.ds.Add(t.Pos, "datatype %s has no %d-bit variant", t.Datatype, t.Width)
+		at.failed = true
 	case t.Enum != nil:
 		if t.Datatype != model.KindNull && t.Datatype != model.KindString {
-			c.ds.Add(t.Pos, "enum yields strings, but datatype is %s", t.Datatype)
+			c.ds.Add(t.Pos, "enum yields strings, but datatype is %s", t.TypeName())
 			at.failed = true
 		}
 		if !enumInput(in) {
@@ -458,14 +463,29 @@ func (c *compiler) compileTag(tags []assetTag, i int) {
 		out = model.KindString
 	case t.Datatype != model.KindNull:
 		if !convertible(in, t.Datatype) {
-			c.ds.Add(inPos, "%s yields %s, which cannot be converted to datatype %s", what(t), in, t.Datatype)
+			c.ds.Add(inPos, "%s yields %s, which cannot be converted to datatype %s", what(t), in, t.TypeName())
 			at.failed = true
 		}
-		out = t.Datatype
+		out, width = t.Datatype, t.Width
+	case t.Expr == "" && t.Address != nil && t.Address.Modbus != nil:
+		// A Modbus value passed through keeps its register type's width;
+		// an OPC UA value's type is only known at run time.
+		width = t.Address.Modbus.Type.Width()
 	}
-	spec.out = out
-	meta.Datatype = out
+	spec.out, spec.width = out, width
+	meta.Datatype, meta.Width = out, width
 	at.out = out
+}
+
+// validWidth reports whether kind k has a datatype narrowed to width bits.
+func validWidth(k model.Kind, width uint8) bool {
+	switch k {
+	case model.KindInt, model.KindUint:
+		return width == 8 || width == 16 || width == 32
+	case model.KindFloat:
+		return width == 32
+	}
+	return width == 0
 }
 
 func what(t *model.Tag) string {

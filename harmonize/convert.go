@@ -144,11 +144,15 @@ func isNumeric(k model.Kind) bool {
 	return k == model.KindInt || k == model.KindUint || k == model.KindFloat
 }
 
-// convert changes v to kind to. Floats convert to integers by truncation
-// toward zero, as Go and expr's int() do; values out of range are errors.
-func convert(v model.Value, to model.Kind) (model.Value, error) {
+// convert changes v to kind to, narrowed to width bits when width is not 0
+// (see model.TagMeta.Width). Floats convert to integers by truncation
+// toward zero, as Go and expr's int() do; values out of the range of the
+// kind, or of its width, are errors, also when v already has kind to. A
+// float32 result is rounded to float32 and carried as a Float32Value;
+// NaN and infinities pass, for the caller's finiteness check.
+func convert(v model.Value, to model.Kind, width uint8) (model.Value, error) {
 	from := v.Kind()
-	if from == to || to == model.KindNull {
+	if from == to && width == 0 || to == model.KindNull {
 		return v, nil
 	}
 	if from == model.KindNull {
@@ -156,39 +160,87 @@ func convert(v model.Value, to model.Kind) (model.Value, error) {
 	}
 	switch to {
 	case model.KindInt:
+		var i int64
 		switch from {
+		case model.KindInt:
+			i = v.Int()
 		case model.KindUint:
 			if v.Uint() > math.MaxInt64 {
-				return model.Null(), fmt.Errorf("%d overflows int64", v.Uint())
+				return model.Null(), overflow(v, to, width)
 			}
-			return model.IntValue(int64(v.Uint())), nil
+			i = int64(v.Uint())
 		case model.KindFloat:
 			f := math.Trunc(v.Float())
 			if !(f >= math.MinInt64 && f < math.MaxInt64) {
-				return model.Null(), fmt.Errorf("%v overflows int64", v.Float())
+				return model.Null(), overflow(v, to, width)
 			}
-			return model.IntValue(int64(f)), nil
+			i = int64(f)
+		default:
+			return model.Null(), fmt.Errorf("cannot convert %s to %s", from, typeName(to, width))
 		}
+		if width != 0 && (i < -1<<(width-1) || i >= 1<<(width-1)) {
+			return model.Null(), overflow(v, to, width)
+		}
+		if from == to {
+			return v, nil
+		}
+		return model.IntValue(i), nil
 	case model.KindUint:
+		var u uint64
 		switch from {
+		case model.KindUint:
+			u = v.Uint()
 		case model.KindInt:
 			if v.Int() < 0 {
-				return model.Null(), fmt.Errorf("%d overflows uint64", v.Int())
+				return model.Null(), overflow(v, to, width)
 			}
-			return model.UintValue(uint64(v.Int())), nil
+			u = uint64(v.Int())
 		case model.KindFloat:
 			f := math.Trunc(v.Float())
 			if !(f >= 0 && f < math.MaxUint64) {
-				return model.Null(), fmt.Errorf("%v overflows uint64", v.Float())
+				return model.Null(), overflow(v, to, width)
 			}
-			return model.UintValue(uint64(f)), nil
+			u = uint64(f)
+		default:
+			return model.Null(), fmt.Errorf("cannot convert %s to %s", from, typeName(to, width))
 		}
+		if width != 0 && u >= 1<<width {
+			return model.Null(), overflow(v, to, width)
+		}
+		if from == to {
+			return v, nil
+		}
+		return model.UintValue(u), nil
 	case model.KindFloat:
-		if f, ok := v.AsFloat(); ok && from != model.KindBool {
+		f, ok := v.AsFloat()
+		if !ok || from == model.KindBool {
+			break
+		}
+		if width == 0 {
+			if from == to {
+				return v, nil // keeps a float32 source's precision mark
+			}
 			return model.FloatValue(f), nil
 		}
+		// A finite value beyond float32's range would round to an
+		// infinity (and Go leaves that conversion to the platform).
+		if math.Abs(f) > math.MaxFloat32 && !math.IsInf(f, 0) {
+			return model.Null(), overflow(v, to, width)
+		}
+		return model.Float32Value(float32(f)), nil
 	}
-	return model.Null(), fmt.Errorf("cannot convert %s to %s", from, to)
+	return model.Null(), fmt.Errorf("cannot convert %s to %s", from, typeName(to, width))
+}
+
+// overflow is the error for a value v out of the range of kind to at width.
+func overflow(v model.Value, to model.Kind, width uint8) error {
+	return fmt.Errorf("%s overflows %s", v, typeName(to, width))
+}
+
+// typeName names kind k at width bits the way a model's datatype does.
+func typeName(k model.Kind, width uint8) string {
+	m := model.TagMeta{Datatype: k, Width: width}
+	return m.TypeName()
 }
 
 // enumInput reports whether values of kind k can index an enum.

@@ -261,7 +261,7 @@ func (e *Engine) harmonize(ti int32, spec *tagSpec, raw model.Value, q model.Qua
 		if spec.enum != nil {
 			v, err = applyEnum(spec.enum, v)
 		} else {
-			v, err = convert(v, spec.out)
+			v, err = convert(v, spec.out, spec.width)
 		}
 	}
 	if err == nil {

@@ -438,6 +438,12 @@ types:
       vm: {address: "holding:30", expr: "[1, 2, 3][raw]"}
       d: {expr: "i16 + u32 > 0 ? i16 / u32 : f64"}
       dd: {expr: "d > 1 ? \"hi\" : s"}
+      raw16: {address: "holding:0", type: int16}
+      rawf32: {address: "holding:14", type: float32}
+      n8: {address: "holding:16", type: float64, datatype: int8}
+      nu16: {address: "holding:6", type: int64, datatype: uint16}
+      nf32: {address: "holding:10", type: uint64, datatype: float32}
+      nd: {expr: "i16 * 3", datatype: int16}
 assets:
   line1/filler1: {type: Filler, source: plc1}
 `)
@@ -494,7 +500,25 @@ func checkPoint(t *testing.T, pt model.Point) {
 		t.Fatalf("%s: value kind %s, datatype %s", pt.Meta.Topic, pt.Value.Kind(), pt.Meta.Datatype)
 	case pt.Value.Kind() == model.KindFloat && (math.IsNaN(pt.Value.Float()) || math.IsInf(pt.Value.Float(), 0)):
 		t.Fatalf("%s: non-finite value", pt.Meta.Topic)
+	case pt.Quality != model.QualityBad && !fitsWidth(pt.Value, pt.Meta.Width):
+		t.Fatalf("%s: value %v does not fit %s", pt.Meta.Topic, pt.Value, pt.Meta.TypeName())
 	}
+}
+
+// fitsWidth reports whether v is a value a tag of that width may carry.
+func fitsWidth(v model.Value, width uint8) bool {
+	if width == 0 {
+		return true
+	}
+	switch v.Kind() {
+	case model.KindInt:
+		return v.Int() >= -1<<(width-1) && v.Int() < 1<<(width-1)
+	case model.KindUint:
+		return v.Uint() < 1<<width
+	case model.KindFloat:
+		return width == 32 && v.Is32() && float64(float32(v.Float())) == v.Float()
+	}
+	return false
 }
 
 func TestEmptyPlan(t *testing.T) {
@@ -559,5 +583,306 @@ assets:
 	arr := model.ArrayValue([]model.Value{model.BoolValue(true), model.BoolValue(false)})
 	if got := apply("nsu=urn:x;s=Flags", arr, model.QualityGood, 0); !slices.Equal(got, []string{"flags=[true, false] GOOD 0x0"}) {
 		t.Errorf("array: %q", got)
+	}
+}
+
+// A tag's Width comes from its declared datatype, or, for a Modbus value
+// passed through as it is, from the register type.
+func TestWidth(t *testing.T) {
+	p := compileYAML(t, `
+levels: [a, b]
+types:
+  T:
+    tags:
+      raw_int16: {address: "holding:0", type: int16}
+      raw_uint16: {address: "holding:1"}
+      raw_int32: {address: "holding:2", type: int32}
+      raw_uint32: {address: "holding:4", type: uint32}
+      raw_float32: {address: "holding:6", type: float32}
+      raw_int64: {address: "holding:8", type: int64}
+      raw_uint64: {address: "holding:12", type: uint64}
+      raw_float64: {address: "holding:16", type: float64}
+      raw_bool: {address: "coil:0"}
+      raw_bit: {address: "holding:20.3"}
+      raw_string: {address: "holding:21", type: string, length: 2}
+      expr_int16: {address: "holding:0", type: int16, expr: "raw * 2"}
+      expr_int16_declared: {address: "holding:0", type: int16, expr: "raw * 2", datatype: int16}
+      enum_int16: {address: "holding:0", type: int16, enum: {0: off}}
+      decl_int8: {address: "holding:1", datatype: int8}
+      decl_int32: {address: "holding:1", datatype: int32}
+      decl_uint8: {address: "holding:0", type: int16, datatype: uint8}
+      decl_uint16: {address: "holding:2", type: int32, datatype: uint16}
+      decl_uint32: {address: "holding:0", type: int16, datatype: uint32}
+      decl_float32: {address: "holding:1", expr: "raw * 0.1", datatype: float32}
+      wide_int64: {address: "holding:0", type: int16, datatype: int64}
+      wide_float64: {address: "holding:6", type: float32, datatype: float64}
+      derived_uint8: {expr: "raw_uint16 % 256", datatype: uint8}
+      derived: {expr: "raw_int16 + 1"}
+      ua_raw: {address: "ns=2;s=Speed"}
+      ua_int16: {address: "ns=2;s=Speed", datatype: int16}
+assets:
+  x/y: {type: T, source: plc1}
+`)
+	want := map[string]string{
+		"raw_int16": "int16", "raw_uint16": "uint16", "raw_int32": "int32", "raw_uint32": "uint32",
+		"raw_float32": "float32", "raw_int64": "int64", "raw_uint64": "uint64", "raw_float64": "float64",
+		"raw_bool": "bool", "raw_bit": "bool", "raw_string": "string",
+		"expr_int16": "int64", "expr_int16_declared": "int16", "enum_int16": "string",
+		"decl_int8": "int8", "decl_int32": "int32", "decl_uint8": "uint8", "decl_uint16": "uint16",
+		"decl_uint32": "uint32", "decl_float32": "float32", "wide_int64": "int64", "wide_float64": "float64",
+		"derived_uint8": "uint8", "derived": "int64", "ua_raw": "null", "ua_int16": "int16",
+	}
+	widths := map[string]uint8{"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "float32": 32}
+	kinds := map[string]model.Kind{"int": model.KindInt, "uint": model.KindUint, "float": model.KindFloat, "bool": model.KindBool,
+		"string": model.KindString, "null": model.KindNull}
+	tags := p.Tags()
+	if len(tags) != len(want) {
+		t.Fatalf("%d tags, want %d", len(tags), len(want))
+	}
+	for _, m := range tags {
+		w, ok := want[m.Name]
+		if !ok {
+			t.Errorf("%s: not in the table", m.Name)
+			continue
+		}
+		kind := kinds[strings.TrimRight(w, "0123456789")]
+		if got := m.TypeName(); got != w || m.Width != widths[w] || m.Datatype != kind {
+			t.Errorf("%s: %s (datatype %s, width %d), want %s (datatype %s, width %d)",
+				m.Name, got, m.Datatype, m.Width, w, kind, widths[w])
+		}
+	}
+}
+
+// A narrow datatype follows the conversion rules of its kind, and the
+// diagnostics name it as written.
+func TestWidthDiagnostics(t *testing.T) {
+	m, err := model.LoadFiles([]model.File{{Name: "test.yaml", Data: []byte(`
+levels: [a, b]
+types:
+  T:
+    tags:
+      name: {address: "holding:0", type: string, length: 2, datatype: float32}
+      flag: {address: "coil:0", datatype: uint8}
+      state: {address: "holding:2", enum: {0: off}, datatype: int16}
+      text: {address: "holding:3", expr: "string(raw)", datatype: int32}
+      ok: {address: "holding:4", type: float64, expr: "raw > 1.5", datatype: bool}
+      num: {address: "holding:5", type: float64, datatype: uint16}
+assets:
+  x/y: {type: T, source: plc1}
+`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Compile(m)
+	want := `test.yaml:6:7: the raw value yields string, which cannot be converted to datatype float32
+test.yaml:7:7: the raw value yields bool, which cannot be converted to datatype uint8
+test.yaml:8:7: enum yields strings, but datatype is int16
+test.yaml:9:43: the expression yields string, which cannot be converted to datatype int32`
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+
+	// A model built in Go can hold a width no datatype has.
+	addr := &model.Address{Protocol: model.ProtocolModbus, Text: "holding:0", Key: "u0:holding:0:uint16",
+		Modbus: &model.ModbusAddress{Area: model.AreaHoldingRegister, Type: model.RawUint16, Bit: -1}}
+	pos := model.Pos{File: "go.yaml", Line: 1, Col: 1}
+	for _, c := range []struct {
+		kind  model.Kind
+		width uint8
+		want  string
+	}{
+		{model.KindInt, 12, "go.yaml:1:1: datatype int64 has no 12-bit variant"},
+		{model.KindFloat, 16, "go.yaml:1:1: datatype float64 has no 16-bit variant"},
+		{model.KindString, 8, "go.yaml:1:1: datatype string has no 8-bit variant"},
+		{model.KindNull, 32, "go.yaml:1:1: datatype null has no 32-bit variant"},
+	} {
+		m := &model.Model{Assets: []*model.Asset{{Path: "a/b", Source: "plc1", Tags: []*model.Tag{
+			{Name: "v", Topic: "a/b/v", Address: addr, Datatype: c.kind, Width: c.width, Pos: pos, OnChange: true},
+		}}}}
+		if _, err := Compile(m); err == nil || err.Error() != c.want {
+			t.Errorf("%s width %d: got %v, want %s", c.kind, c.width, err, c.want)
+		}
+	}
+}
+
+// Values converted to a narrow datatype must fit it; those that do not make
+// the tag BAD like any other conversion error. The check also applies when
+// the value already has the datatype's kind.
+func TestNarrowConversion(t *testing.T) {
+	p := compileYAML(t, `
+levels: [a, b]
+types:
+  T:
+    tags:
+      i8: {address: "ns=1;s=i8", datatype: int8}
+      i16: {address: "ns=1;s=i16", datatype: int16}
+      i32: {address: "ns=1;s=i32", datatype: int32}
+      u8: {address: "ns=1;s=u8", datatype: uint8}
+      u16: {address: "ns=1;s=u16", datatype: uint16}
+      u32: {address: "ns=1;s=u32", datatype: uint32}
+      f32: {address: "ns=1;s=f32", datatype: float32}
+      doubled: {address: "holding:0", expr: "raw * 2", datatype: int16}
+      scaled: {address: "holding:1", expr: "raw * 0.1", datatype: float32}
+      register: {address: "holding:2", type: int16}
+      register_f32: {address: "holding:3", type: float32}
+assets:
+  x/y: {type: T, source: src, poll: 1s}
+`)
+	registers := map[string]string{"doubled": "u0:holding:0:uint16", "scaled": "u0:holding:1:uint16",
+		"register": "u0:holding:2:int16", "register_f32": "u0:holding:3:float32:ABCD"}
+	i, u, f := model.IntValue, model.UintValue, model.FloatValue
+	for _, c := range []struct {
+		tag  string
+		in   model.Value
+		want string // value:kind, float32 marks a Float32Value; BAD for a failed conversion
+	}{
+		{"i8", f(3.9), "3:int64"},
+		{"i8", f(-3.9), "-3:int64"},
+		{"i8", i(127), "127:int64"},
+		{"i8", i(-128), "-128:int64"},
+		{"i8", i(128), "BAD"},
+		{"i8", i(-129), "BAD"},
+		{"i8", f(127.99), "127:int64"},
+		{"i8", f(128), "BAD"},
+		{"i16", i(-32768), "-32768:int64"},
+		{"i16", i(32767), "32767:int64"},
+		{"i16", i(32768), "BAD"},
+		{"i16", i(-32769), "BAD"},
+		{"i16", u(32767), "32767:int64"},
+		{"i16", u(32768), "BAD"},
+		{"i16", u(math.MaxUint64), "BAD"},
+		{"i16", f(-32768.9), "-32768:int64"},
+		{"i16", f(1e300), "BAD"},
+		{"i16", f(math.NaN()), "BAD"},
+		{"i16", model.BoolValue(true), "BAD"},
+		{"i16", model.StringValue("1"), "BAD"},
+		{"i32", i(math.MaxInt32), "2147483647:int64"},
+		{"i32", i(math.MinInt32), "-2147483648:int64"},
+		{"i32", i(math.MaxInt32 + 1), "BAD"},
+		{"i32", i(math.MinInt32 - 1), "BAD"},
+		{"u8", u(255), "255:uint64"},
+		{"u8", i(255), "255:uint64"},
+		{"u8", f(255.9), "255:uint64"},
+		{"u8", u(256), "BAD"},
+		{"u8", i(-1), "BAD"},
+		{"u8", f(-0.5), "0:uint64"},
+		{"u16", u(65535), "65535:uint64"},
+		{"u16", u(65536), "BAD"},
+		{"u32", u(4294967295), "4294967295:uint64"},
+		{"u32", i(4294967295), "4294967295:uint64"},
+		{"u32", u(4294967296), "BAD"},
+		{"u32", i(-1), "BAD"},
+		{"u32", f(-1), "BAD"},
+		{"f32", f(0.1), "0.1:float32"},
+		{"f32", f(1.0 / 3), "0.33333334:float32"},
+		{"f32", i(16777217), "1.6777216e+07:float32"},
+		{"f32", u(3), "3:float32"},
+		{"f32", model.Float32Value(500.1), "500.1:float32"},
+		{"f32", f(math.MaxFloat32), "3.4028235e+38:float32"},
+		{"f32", f(-math.MaxFloat32), "-3.4028235e+38:float32"},
+		{"f32", f(1e39), "BAD"},
+		{"f32", f(-1e39), "BAD"},
+		{"f32", f(1e-50), "0:float32"},
+		{"f32", f(math.NaN()), "BAD"},
+		{"f32", f(math.Inf(1)), "BAD"},
+		{"f32", model.BoolValue(true), "BAD"},
+		// The expression's result is checked, though it is an int already.
+		{"doubled", u(16383), "32766:int64"},
+		{"doubled", u(20000), "BAD"},
+		{"scaled", u(1), "0.1:float32"},
+		// A register's width is guaranteed for values passed through.
+		{"register", i(-32768), "-32768:int64"},
+		{"register", i(40000), "BAD"},
+		{"register_f32", f(0.1), "0.1:float32"},
+		{"register_f32", model.Float32Value(23.4), "23.4:float32"},
+	} {
+		e := NewEngine(p, Options{})
+		key, ok := registers[c.tag]
+		if !ok {
+			key = "ns=1;s=" + c.tag
+		}
+		pts := feed(e, "src", key, c.in, model.QualityGood, 1)
+		if len(pts) != 1 || pts[0].Meta.Name != c.tag {
+			t.Fatalf("%s %v: points %v", c.tag, c.in, pts)
+		}
+		pt := pts[0]
+		checkPoint(t, pt)
+		got := "BAD"
+		if pt.Quality != model.QualityBad {
+			kind := pt.Value.Kind().String()
+			if pt.Value.Is32() {
+				kind = "float32"
+			}
+			got = pt.Value.String() + ":" + kind
+		}
+		if got != c.want {
+			t.Errorf("%s <- %s %s: got %s, want %s", c.tag, c.in.Kind(), c.in, got, c.want)
+		}
+		if s := e.Stats(); (got == "BAD") != (s.ExprErrors == 1) {
+			t.Errorf("%s <- %s %s: %d errors counted", c.tag, c.in.Kind(), c.in, s.ExprErrors)
+		}
+	}
+}
+
+// Out-of-range values are logged like other conversion errors, naming the
+// datatype.
+func TestNarrowConversionLogged(t *testing.T) {
+	p := compileYAML(t, `
+levels: [a, b]
+types:
+  T:
+    tags:
+      level: {address: "holding:0", expr: "raw * 2", datatype: int16}
+      flow: {address: "holding:2", type: float64, datatype: float32}
+      count: {address: "holding:6", type: int32, datatype: uint8}
+assets:
+  x/y: {type: T, source: plc1}
+`)
+	rec := &recorder{}
+	e := NewEngine(p, Options{Logger: slog.New(rec)})
+	feed(e, "plc1", "u0:holding:0:uint16", model.UintValue(20000), model.QualityGood, 1)
+	feed(e, "plc1", "u0:holding:2:float64:ABCD", model.FloatValue(1e39), model.QualityGood, 1)
+	feed(e, "plc1", "u0:holding:6:int32:ABCD", model.IntValue(-7), model.QualityGood, 1)
+	want := []string{
+		"harmonize: tag failed, publishing BAD topic=x/y/level err=40000 overflows int16 suppressed=0",
+		"harmonize: tag failed, publishing BAD topic=x/y/flow err=1e+39 overflows float32 suppressed=0",
+		"harmonize: tag failed, publishing BAD topic=x/y/count err=-7 overflows uint8 suppressed=0",
+	}
+	if got := rec.messages(); !slices.Equal(got, want) {
+		t.Errorf("log\n got %q\nwant %q", got, want)
+	}
+	if s := e.Stats(); s.ExprErrors != 3 || s.Points != 3 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// Narrowing stays off the heap: a float32 or int16 conversion costs no
+// allocation.
+func TestNarrowConversionAllocs(t *testing.T) {
+	p := compileYAML(t, `
+levels: [a, b]
+types:
+  T:
+    tags:
+      level: {address: "holding:0", expr: "raw * 2", datatype: int16, on_change: false}
+      flow: {address: "holding:1", expr: "raw * 0.1", datatype: float32, on_change: false}
+      raw16: {address: "holding:2", type: int16, on_change: false}
+assets:
+  x/y: {type: T, source: plc1}
+`)
+	e := NewEngine(p, Options{})
+	batch := []model.Sample{
+		{Source: "plc1", Address: "u0:holding:0:uint16", Value: model.UintValue(1000), Quality: model.QualityGood},
+		{Source: "plc1", Address: "u0:holding:1:uint16", Value: model.UintValue(1234), Quality: model.QualityGood},
+		{Source: "plc1", Address: "u0:holding:2:int16", Value: model.IntValue(-5), Quality: model.QualityGood},
+	}
+	out := make([]model.Point, 0, 8)
+	if got := testing.AllocsPerRun(1000, func() {
+		out = e.Apply(batch, out[:0])
+		if len(out) != 3 || out[0].Quality != model.QualityGood || !out[1].Value.Is32() {
+			t.Fatalf("points %v", out)
+		}
+	}); got != 0 {
+		t.Errorf("%.1f allocs per batch, want 0", got)
 	}
 }

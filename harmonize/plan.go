@@ -46,6 +46,7 @@ type tagSpec struct {
 	addressed bool
 	computed  bool       // has references to other tags: evaluated in dependency order
 	out       model.Kind // declared or inferred output kind; KindNull = decided at run time
+	width     uint8      // out's width in bits when narrower than 64 (TagMeta.Width); values are range-checked
 	enum      map[int64]string
 	deadband  model.Deadband
 	onChange  bool

@@ -459,12 +459,12 @@ func (l *loader) checkTag(kv *KV[tagDoc], params OrderedMap[Value]) *tagDef {
 		}
 	}
 	if doc.Datatype.Valid() {
-		k, ok := parseKind(doc.Datatype.V)
+		k, width, ok := parseDatatype(doc.Datatype.V)
 		if !ok {
-			l.errorf(doc.Datatype.Pos, "unknown datatype %q%s; use bool, int64, uint64, float64 or string",
-				doc.Datatype.V, didYouMean(doc.Datatype.V, kindNames[1:KindArray]))
+			l.errorf(doc.Datatype.Pos, "unknown datatype %q%s; use %s",
+				doc.Datatype.V, suggestDatatype(doc.Datatype.V), datatypeList)
 		}
-		tag.Datatype = k
+		tag.Datatype, tag.Width = k, width
 	}
 	if doc.Deadband.Valid() {
 		tag.Deadband = l.deadband(doc.Deadband)
@@ -517,13 +517,35 @@ func (l *loader) addressError(err error, doc *tagDoc, offsetPos Pos, what string
 	l.errorf(pos, "%s%s", what, msg)
 }
 
-func parseKind(s string) (Kind, bool) {
-	for i, n := range kindNames[:KindArray] { // arrays are raw values only
-		if i > 0 && n == s {
-			return Kind(i), true
+// datatypeList names every datatype for the "unknown datatype" message:
+// "bool, int8, ..., float64 or string".
+var datatypeList = func() string {
+	names := make([]string, len(datatypes))
+	for i, d := range datatypes {
+		names[i] = d.name
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}()
+
+// suggestDatatype formats a "did you mean" for an unknown datatype. A name
+// without digits ("float", "int") did not choose a width, so the
+// full-width names are offered first: the suggestion never narrows the
+// values behind the user's back.
+func suggestDatatype(word string) string {
+	all := make([]string, 0, len(datatypes))
+	var wide []string
+	for _, d := range datatypes {
+		all = append(all, d.name)
+		if d.width == 0 {
+			wide = append(wide, d.name)
 		}
 	}
-	return KindNull, false
+	if !strings.ContainsAny(word, "0123456789") {
+		if s := didYouMean(word, wide); s != "" {
+			return s
+		}
+	}
+	return didYouMean(word, all)
 }
 
 func (l *loader) deadband(at At[Value]) Deadband {

@@ -125,7 +125,7 @@ func dumpModel(m *Model) string {
 				fmt.Fprintf(&b, "    enum {%s}\n", strings.Join(parts, ", "))
 			}
 			fmt.Fprintf(&b, "    datatype=%s unit=%q deadband=%g percent=%v on_change=%v heartbeat=%s poll=%s\n",
-				tag.Datatype, tag.Unit, tag.Deadband.Value, tag.Deadband.Percent, tag.OnChange, tag.Heartbeat, tag.Poll)
+				tag.TypeName(), tag.Unit, tag.Deadband.Value, tag.Deadband.Percent, tag.OnChange, tag.Heartbeat, tag.Poll)
 			if tag.Description != "" {
 				fmt.Fprintf(&b, "    description %q\n", tag.Description)
 			}
@@ -448,6 +448,110 @@ func BenchmarkLoad1000Assets(b *testing.B) {
 		}
 		if len(m.Assets) != 1000 {
 			b.Fatalf("%d assets", len(m.Assets))
+		}
+	}
+}
+
+func TestDatatypes(t *testing.T) {
+	const text = "types:\n  T:\n    tags:\n      v: {address: \"hr:1\", datatype: %s}\nassets:\n  a/b/c/d/e: {type: T, source: s}\n"
+	for _, c := range []struct {
+		name  string
+		kind  Kind
+		width uint8
+	}{
+		{"bool", KindBool, 0},
+		{"int8", KindInt, 8},
+		{"int16", KindInt, 16},
+		{"int32", KindInt, 32},
+		{"int64", KindInt, 0},
+		{"uint8", KindUint, 8},
+		{"uint16", KindUint, 16},
+		{"uint32", KindUint, 32},
+		{"uint64", KindUint, 0},
+		{"float32", KindFloat, 32},
+		{"float64", KindFloat, 0},
+		{"string", KindString, 0},
+	} {
+		m, err := LoadFiles([]File{{Name: "x.yaml", Data: []byte(fmt.Sprintf(text, c.name))}})
+		if err != nil {
+			t.Errorf("datatype %s: %v", c.name, err)
+			continue
+		}
+		tag := m.Assets[0].Tags[0]
+		if tag.Datatype != c.kind || tag.Width != c.width || tag.TypeName() != c.name {
+			t.Errorf("datatype %s: kind %s width %d name %q, want %s %d %q",
+				c.name, tag.Datatype, tag.Width, tag.TypeName(), c.kind, c.width, c.name)
+		}
+	}
+
+	const all = "; use bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64 or string"
+	for _, c := range []struct {
+		name, want string
+	}{
+		// A name without a width is offered the full-width type, so a
+		// suggestion never narrows the values.
+		{"float", ` (did you mean "float64"?)`},
+		{"int", ` (did you mean "int64"?)`},
+		{"unsigned", ""},
+		{"in16", ` (did you mean "int16"?)`},
+		{"Int8", ` (did you mean "int8"?)`},
+		{"uint23", ` (did you mean "uint32"?)`},
+		{"flaot32", ` (did you mean "float32"?)`},
+		{"int128", ` (did you mean "int16"?)`},
+		{"double", ""},
+		{"array", ""}, // arrays are raw OPC UA values only
+	} {
+		_, err := LoadFiles([]File{{Name: "x.yaml", Data: []byte(fmt.Sprintf(text, c.name))}})
+		want := fmt.Sprintf("x.yaml:4:38: unknown datatype %q%s%s", c.name, c.want, all)
+		if err == nil || err.Error() != want {
+			t.Errorf("datatype %s:\n got %v\nwant %s", c.name, err, want)
+		}
+	}
+}
+
+func TestTypeName(t *testing.T) {
+	for _, c := range []struct {
+		kind  Kind
+		width uint8
+		want  string
+	}{
+		{KindNull, 0, "null"},
+		{KindBool, 0, "bool"},
+		{KindInt, 0, "int64"},
+		{KindInt, 8, "int8"},
+		{KindInt, 16, "int16"},
+		{KindInt, 32, "int32"},
+		{KindUint, 0, "uint64"},
+		{KindUint, 8, "uint8"},
+		{KindUint, 16, "uint16"},
+		{KindUint, 32, "uint32"},
+		{KindFloat, 0, "float64"},
+		{KindFloat, 32, "float32"},
+		{KindString, 0, "string"},
+		{KindArray, 0, "array"},
+		// Only a model or meta built in Go can hold these.
+		{KindFloat, 16, "float64(width 16)"},
+		{KindString, 8, "string(width 8)"},
+	} {
+		meta := TagMeta{Datatype: c.kind, Width: c.width}
+		tag := Tag{Datatype: c.kind, Width: c.width}
+		if got := meta.TypeName(); got != c.want {
+			t.Errorf("TagMeta{%s, %d}.TypeName() = %q, want %q", c.kind, c.width, got, c.want)
+		}
+		if got := tag.TypeName(); got != c.want {
+			t.Errorf("Tag{%s, %d}.TypeName() = %q, want %q", c.kind, c.width, got, c.want)
+		}
+	}
+}
+
+func TestRawTypeWidth(t *testing.T) {
+	want := map[RawType]uint8{
+		RawBool: 0, RawInt16: 16, RawUint16: 16, RawInt32: 32, RawUint32: 32, RawFloat32: 32,
+		RawInt64: 0, RawUint64: 0, RawFloat64: 0, RawString: 0,
+	}
+	for rt := RawBool; rt <= RawString; rt++ {
+		if got := rt.Width(); got != want[rt] {
+			t.Errorf("%s.Width() = %d, want %d", rt, got, want[rt])
 		}
 	}
 }

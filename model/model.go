@@ -48,7 +48,12 @@ type Tag struct {
 	Enum map[int64]string
 	// Datatype is the declared harmonized type; KindNull means "infer from
 	// the expression or the raw type".
-	Datatype    Kind
+	Datatype Kind
+	// Width is the declared datatype's width in bits when it is narrower
+	// than its kind's 64 bits: 8, 16 or 32 for int8..int32, uint8..uint32
+	// and float32. 0 for the full-width datatypes (int64, float64, ...) and
+	// when no datatype is declared.
+	Width       uint8
 	Unit        string
 	Description string
 	Deadband    Deadband
@@ -60,6 +65,50 @@ type Tag struct {
 	// Poll overrides the asset's poll interval for this tag; 0 = inherit.
 	Poll time.Duration
 	Pos  Pos // the tag's key in the asset type
+}
+
+// TypeName names the declared datatype as a model file writes it, e.g.
+// "int16" or "float64"; "null" when none is declared.
+func (t *Tag) TypeName() string { return typeName(t.Datatype, t.Width) }
+
+// datatypes are the names a model's datatype key accepts: every Kind but
+// null and array at its full width, and the narrower integer and float
+// types, which keep their Kind and add a width in bits.
+var datatypes = [...]struct {
+	name  string
+	kind  Kind
+	width uint8
+}{
+	{"bool", KindBool, 0},
+	{"int8", KindInt, 8}, {"int16", KindInt, 16}, {"int32", KindInt, 32}, {"int64", KindInt, 0},
+	{"uint8", KindUint, 8}, {"uint16", KindUint, 16}, {"uint32", KindUint, 32}, {"uint64", KindUint, 0},
+	{"float32", KindFloat, 32}, {"float64", KindFloat, 0},
+	{"string", KindString, 0},
+}
+
+// parseDatatype maps a datatype name from a model file to its kind and
+// width.
+func parseDatatype(s string) (k Kind, width uint8, ok bool) {
+	for _, d := range datatypes {
+		if d.name == s {
+			return d.kind, d.width, true
+		}
+	}
+	return KindNull, 0, false
+}
+
+// typeName names kind k narrowed to width bits (0 = the kind's own width),
+// e.g. "uint16". A width no datatype has is written out, e.g. "int64(width 12)".
+func typeName(k Kind, width uint8) string {
+	if width == 0 {
+		return k.String()
+	}
+	for _, d := range datatypes {
+		if d.kind == k && d.width == width {
+			return d.name
+		}
+	}
+	return k.String() + "(width " + strconv.Itoa(int(width)) + ")"
 }
 
 // Deadband suppresses changes smaller than Value (absolute, in the tag's
@@ -194,6 +243,19 @@ func (t RawType) ValueKind() Kind {
 		return KindString
 	}
 	return KindNull
+}
+
+// Width is the width in bits of a decoded value of this type when it is
+// narrower than its ValueKind's 64 bits: 16 for int16 and uint16, 32 for
+// int32, uint32 and float32; 0 for every other type.
+func (t RawType) Width() uint8 {
+	switch t {
+	case RawInt16, RawUint16:
+		return 16
+	case RawInt32, RawUint32, RawFloat32:
+		return 32
+	}
+	return 0
 }
 
 // ByteOrder is the order of bytes in a multi-register value, named by the

@@ -63,11 +63,24 @@ func (s *Sample) Time() time.Time {
 // TagMeta is the immutable description of one harmonized tag, built once per
 // plan and shared by every point of that tag. Topic is precomputed.
 type TagMeta struct {
-	Topic       string // full UNS path, e.g. acme/munich/bottling/line1/filler1/speed
-	Asset       string // UNS path of the asset
-	Type        string // the asset's type in the model
-	Name        string // tag path inside the asset, e.g. speed or counters/good
-	Datatype    Kind   // harmonized value type
+	Topic    string // full UNS path, e.g. acme/munich/bottling/line1/filler1/speed
+	Asset    string // UNS path of the asset
+	Type     string // the asset's type in the model
+	Name     string // tag path inside the asset, e.g. speed or counters/good
+	Datatype Kind   // harmonized value type
+	// Width is the width in bits of an integer or float tag's type when
+	// it is narrower than Datatype's 64 bits: 8, 16 or 32. It comes from
+	// the declared datatype (int8, uint16, float32, ...) or, for a Modbus
+	// value passed through without datatype, enum or expression, from the
+	// raw type (int16 16, uint32 32, float32 32). 0 means Datatype's full
+	// width; every other tag has 0, OPC UA values passed through included
+	// (their type is only known at run time). Values keep their Kind: an
+	// int16 tag carries KindInt values, a float32 tag KindFloat ones. The
+	// engine guarantees that a non-BAD value of a tag with a Width fits in
+	// it, and that a float32 tag's values are Float32Values. Sinks with
+	// sized wire types (Sparkplug B metric datatypes) need it; TypeName
+	// names Datatype and Width together.
+	Width       uint8
 	Unit        string
 	Description string
 	Source      string // gateway source id, "" for derived tags
@@ -76,6 +89,12 @@ type TagMeta struct {
 	// per-tag state without a map lookup. Stable only within one plan.
 	Index int
 }
+
+// TypeName names the tag's harmonized type with its width, as a model
+// file's datatype key writes it: "int16", "uint32", "float32", ...; when
+// Width is 0, Datatype.String() ("int64", "float64", "string", "null"
+// when the type is only known at run time).
+func (m *TagMeta) TypeName() string { return typeName(m.Datatype, m.Width) }
 
 // Point is one harmonized value, ready to publish.
 type Point struct {
