@@ -145,7 +145,17 @@ type Supervisor struct {
 	suppressed int
 
 	bad []model.Sample // reused BAD batch
+
+	// onState, if set, hears every state change (see OnState).
+	onState func(State)
 }
+
+// OnState sets a function called after each change of state, on the
+// goroutine that made it, never under the supervisor's lock. Changes to
+// StateConnected are reported before the session's first batch is emitted,
+// changes after a failed session after its BAD batch, so a listener sees
+// them in order with the data. Set it before Run.
+func (s *Supervisor) OnState(fn func(State)) { s.onState = fn }
 
 // NewSupervisor supervises src. Zero fields of b take their defaults. A nil
 // logger discards.
@@ -247,11 +257,16 @@ func (s *Supervisor) runSession(ctx context.Context, emit Emit) (err error) {
 
 func (s *Supervisor) startSession() uint64 {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.session++
 	s.status.Sessions++
+	changed := s.status.State != StateConnecting
 	s.status.State, s.status.Since, s.status.RetryAt = StateConnecting, time.Now(), time.Time{}
-	return s.session
+	id := s.session
+	s.mu.Unlock()
+	if changed && s.onState != nil {
+		s.onState(StateConnecting)
+	}
+	return id
 }
 
 // markConnected runs on the source's goroutine, at its first emit.
@@ -263,6 +278,9 @@ func (s *Supervisor) markConnected(id uint64, failures int) {
 	}
 	s.status.State, s.status.Since = StateConnected, time.Now()
 	s.mu.Unlock()
+	if s.onState != nil {
+		s.onState(StateConnected)
+	}
 	if failures > 0 {
 		s.log.Info("source connected again", "failures", failures)
 	}
@@ -270,11 +288,15 @@ func (s *Supervisor) markConnected(id uint64, failures int) {
 
 func (s *Supervisor) setState(st State, retryAt time.Time) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.status.State != st {
+	changed := s.status.State != st
+	if changed {
 		s.status.State, s.status.Since = st, time.Now()
 	}
 	s.status.RetryAt = retryAt
+	s.mu.Unlock()
+	if changed && s.onState != nil {
+		s.onState(st)
+	}
 }
 
 func (s *Supervisor) recordFailure(err error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish"
 	"github.com/unsgate/unsgate/publish/kafka"
+	"github.com/unsgate/unsgate/publish/sparkplug"
 )
 
 // Config is the gateway configuration file: who the gateway is, where its
@@ -190,8 +191,35 @@ type BackoffConfig struct {
 
 // SinksConfig lists where harmonized points go.
 type SinksConfig struct {
-	MQTT  *MQTTConfig  `yaml:"mqtt"`
-	Kafka *KafkaConfig `yaml:"kafka"`
+	MQTT      *MQTTConfig      `yaml:"mqtt"`
+	Kafka     *KafkaConfig     `yaml:"kafka"`
+	Sparkplug *SparkplugConfig `yaml:"sparkplug"`
+}
+
+// SparkplugConfig makes the gateway a Sparkplug B 3.0 edge node (see
+// publish/sparkplug), next to the JSON UNS or instead of it.
+type SparkplugConfig struct {
+	Pos model.Pos `yaml:"-"`
+	// URL of the broker; default: the one of sinks.mqtt, else the embedded
+	// broker.
+	URL model.At[string] `yaml:"url"`
+	// GroupID defaults to the site: the last level of the presence prefix
+	// (the first two levels of the model's first asset).
+	GroupID model.At[string] `yaml:"group_id"`
+	// EdgeNodeID defaults to the gateway id.
+	EdgeNodeID model.At[string] `yaml:"edge_node_id"`
+	// PrimaryHost is the host application id whose STATE the node waits
+	// for before its births.
+	PrimaryHost model.At[string] `yaml:"primary_host"`
+	// Aliases in DATA messages (default true).
+	Aliases *bool `yaml:"aliases"`
+	// InsteadOfJSON publishes Sparkplug only: no JSON UNS on MQTT.
+	InsteadOfJSON bool          `yaml:"instead_of_json"`
+	ClientID      string        `yaml:"client_id"`
+	Username      string        `yaml:"username"`
+	Password      string        `yaml:"password"`
+	TLS           TLSConfig     `yaml:"tls"`
+	KeepAlive     time.Duration `yaml:"keepalive"`
 }
 
 // KafkaConfig is a Kafka cluster that receives every value (see
@@ -413,7 +441,17 @@ func (c *Config) applyDefaults() {
 			k.ClientID = "unsgate-" + c.ID
 		}
 	}
-	if c.Sinks.MQTT == nil {
+	if sp := c.Sinks.Sparkplug; sp != nil {
+		for _, p := range []*string{&sp.TLS.CAFile, &sp.TLS.CertFile, &sp.TLS.KeyFile} {
+			if *p != "" {
+				*p = resolvePath(dir, *p)
+			}
+		}
+		if !sp.EdgeNodeID.Valid() {
+			sp.EdgeNodeID.V = c.ID
+		}
+	}
+	if c.EmbeddedBroker() {
 		if c.Broker == nil {
 			c.Broker = &BrokerConfig{Pos: c.Pos}
 		}
@@ -421,6 +459,18 @@ func (c *Config) applyDefaults() {
 			c.Broker.Listen.V = DefaultBrokerListen
 		}
 	}
+}
+
+// EmbeddedBroker reports whether the gateway runs its own MQTT broker: when
+// no MQTT broker is configured for what it publishes there.
+func (c *Config) EmbeddedBroker() bool {
+	sp := c.Sinks.Sparkplug
+	return c.Sinks.MQTT == nil && !(sp != nil && sp.URL.Valid() && sp.InsteadOfJSON)
+}
+
+// JSONOverMQTT reports whether the JSON UNS is published on MQTT.
+func (c *Config) JSONOverMQTT() bool {
+	return c.Sinks.Sparkplug == nil || !c.Sinks.Sparkplug.InsteadOfJSON
 }
 
 func resolvePath(dir, p string) string {
@@ -495,6 +545,9 @@ func (c *Config) validate(diags *model.Diagnostics) {
 	}
 	if k := c.Sinks.Kafka; k != nil {
 		k.validate(diags)
+	}
+	if sp := c.Sinks.Sparkplug; sp != nil {
+		sp.validate(diags)
 	}
 	c.Store.validate(diags)
 	if b := c.Broker; b != nil && b.Listen.V != "" {
@@ -669,6 +722,50 @@ func (s *SourceConfig) opcuaConfig(appURI string, tags []opcua.Tag) opcua.Config
 		MaxMonitoredItemsPerCall: o.MaxMonitoredItemsPerCall.V, MaxNodesPerRead: o.MaxNodesPerRead.V,
 		Timeout: s.Timeout, KeepAlive: o.KeepAlive.V, SessionTimeout: o.SessionTimeout.V,
 		Tags: tags,
+	}
+}
+
+// validate checks sinks.sparkplug, each problem at its key.
+func (sp *SparkplugConfig) validate(diags *model.Diagnostics) {
+	if sp.URL.Valid() {
+		u, err := url.Parse(sp.URL.V)
+		switch {
+		case err != nil:
+			diags.Add(sp.URL.Pos, "sinks.sparkplug.url %q: %v", sp.URL.V, err)
+		case u.Scheme != "mqtt" && u.Scheme != "mqtts":
+			diags.Add(sp.URL.Pos, "sinks.sparkplug.url %q: scheme must be mqtt:// or mqtts://", sp.URL.V)
+		case u.Host == "":
+			diags.Add(sp.URL.Pos, "sinks.sparkplug.url %q: missing host", sp.URL.V)
+		}
+	}
+	for _, id := range []struct {
+		key string
+		v   model.At[string]
+	}{{"group_id", sp.GroupID}, {"edge_node_id", sp.EdgeNodeID}, {"primary_host", sp.PrimaryHost}} {
+		if !id.v.Valid() {
+			continue
+		}
+		if why := sparkplug.ValidID(id.v.V); why != "" {
+			pos := id.v.Pos
+			if pos.Line == 0 {
+				pos = sp.Pos
+			}
+			diags.Add(pos, "sinks.sparkplug.%s %q %s", id.key, id.v.V, why)
+		}
+	}
+	if (sp.TLS.CertFile == "") != (sp.TLS.KeyFile == "") {
+		diags.Add(sp.Pos, "sinks.sparkplug.tls: cert_file and key_file go together")
+	}
+	for _, f := range []string{sp.TLS.CAFile, sp.TLS.CertFile, sp.TLS.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			diags.Add(sp.Pos, "sinks.sparkplug.tls: %v", err)
+		}
+	}
+	if sp.KeepAlive < 0 {
+		diags.Add(sp.Pos, "sinks.sparkplug.keepalive must not be negative")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish/kafka"
+	"github.com/unsgate/unsgate/publish/sparkplug"
 )
 
 // DemoOptions configures RunDemo.
@@ -25,6 +26,9 @@ type DemoOptions struct {
 	// KafkaBrokers, if set, adds a Kafka sink producing to these seed
 	// brokers (host:port) with the default topic.
 	KafkaBrokers []string
+	// Sparkplug also makes the demo a Sparkplug B edge node on the
+	// embedded broker (group munich, edge node demo).
+	Sparkplug bool
 	// Models are the model files to run, usually the embedded examples.
 	Models fs.FS
 	// Out receives the banner with the addresses; Logger the logs.
@@ -40,9 +44,9 @@ type DemoOptions struct {
 // plcURL (line 1), an OPC UA source at uaURL (line 2: Basic256Sha256
 // SignAndEncrypt with a user name, the server's certificate trusted in
 // dataDir/pki/trusted), and the embedded broker on listen. It goes through
-// the same parser and validation as a config file. kafkaBrokers, if any,
-// add a sinks.kafka section.
-func DemoConfig(plcURL, uaURL, dataDir, listen string, kafkaBrokers ...string) (*Config, error) {
+// the same parser and validation as a config file. sparkplug adds a
+// sinks.sparkplug section; kafkaBrokers, if any, a sinks.kafka one.
+func DemoConfig(plcURL, uaURL, dataDir, listen string, sparkplug bool, kafkaBrokers ...string) (*Config, error) {
 	text := "id: demo\n" +
 		"models: [models]\n" +
 		"data_dir: " + strconv.Quote(dataDir) + "\n" +
@@ -63,8 +67,14 @@ func DemoConfig(plcURL, uaURL, dataDir, listen string, kafkaBrokers ...string) (
 		"    backoff: {initial: 200ms, max: 5s}\n" +
 		"broker:\n" +
 		"  listen: " + strconv.Quote(listen) + "\n"
+	if sparkplug || len(kafkaBrokers) > 0 {
+		text += "sinks:\n"
+	}
+	if sparkplug {
+		text += "  sparkplug: {}\n"
+	}
 	if len(kafkaBrokers) > 0 {
-		text += "sinks:\n  kafka:\n    brokers:\n"
+		text += "  kafka:\n    brokers:\n"
 		for _, b := range kafkaBrokers {
 			text += "      - " + strconv.Quote(b) + "\n"
 		}
@@ -127,7 +137,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 		return err
 	}
 
-	cfg, err := DemoConfig(plc.URL(), uaSrv.Endpoint(), dataDir, opts.MQTTListen, opts.KafkaBrokers...)
+	cfg, err := DemoConfig(plc.URL(), uaSrv.Endpoint(), dataDir, opts.MQTTListen, opts.Sparkplug, opts.KafkaBrokers...)
 	if err != nil {
 		return err
 	}
@@ -156,11 +166,17 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if len(opts.KafkaBrokers) > 0 {
 		fmt.Fprintf(opts.Out, "  Kafka          %s (topic %s)\n", strings.Join(opts.KafkaBrokers, ","), kafka.DefaultTopic)
 	}
+	if g.sparkplug != nil {
+		fmt.Fprintf(opts.Out, "  Sparkplug B    %s/%s/+/%s (edge node; devices are the assets)\n", sparkplug.Namespace, defaultGroupID(g.spPrefix, cfg.ID), cfg.ID)
+	}
 	fmt.Fprintf(opts.Out, "  presence       %s\n", g.PresenceTopic())
 	fmt.Fprintf(opts.Out, "Watch the namespace from another shell:\n")
 	fmt.Fprintf(opts.Out, "  go run ./cmd/unsgate sub --broker %s '#'\n", addr)
 	host, port, _ := net.SplitHostPort(addr) // the broker's own bound address
 	fmt.Fprintf(opts.Out, "  mosquitto_sub -V mqttv5 -h %s -p %s -t '#' -v\n", host, port)
+	if g.sparkplug != nil {
+		fmt.Fprintf(opts.Out, "  go run ./cmd/unsgate sub --broker %s 'spBv1.0/#'   (Sparkplug payloads decoded)\n", addr)
+	}
 	if len(opts.KafkaBrokers) > 0 {
 		fmt.Fprintf(opts.Out, "  kcat -C -b %s -t %s -f '%%k %%s %%h\\n'\n", opts.KafkaBrokers[0], kafka.DefaultTopic)
 	}

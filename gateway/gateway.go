@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/unsgate/unsgate/publish/broker"
 	"github.com/unsgate/unsgate/publish/kafka"
 	"github.com/unsgate/unsgate/publish/mqtt"
+	"github.com/unsgate/unsgate/publish/sparkplug"
 )
 
 // shutdownSlack is what a sink may need beyond the flush bound to announce
@@ -51,7 +53,9 @@ type Gateway struct {
 	sourceNames []string
 	fanout      *publish.Fanout
 	broker      *broker.Broker
-	kafka       *kafka.Sink  // added to the fan-out in Run, after the MQTT sink
+	kafka       *kafka.Sink // added to the fan-out in Run, after the MQTT sink
+	sparkplug   *sparkplug.Sink
+	spPrefix    string       // asset path prefix cut from Sparkplug device ids
 	modelVer    atomic.Value // string: see ModelVersion
 }
 
@@ -228,11 +232,21 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 			return nil, fmt.Errorf("source %s: %w", name, err)
 		}
 		g.sourceNames = append(g.sourceNames, name)
-		g.sources = append(g.sources, connectors.NewSupervisor(src,
-			connectors.Backoff{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}, logger))
+		sup := connectors.NewSupervisor(src, connectors.Backoff{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}, logger)
+		// Stateful sinks (Sparkplug) hear of sources going up and down in
+		// order with their points: DBIRTH and DDEATH of their devices.
+		sup.OnState(func(st connectors.State) {
+			switch st {
+			case connectors.StateConnected:
+				g.fanout.SourceState(name, true)
+			case connectors.StateReconnecting, connectors.StateFailed:
+				g.fanout.SourceState(name, false)
+			}
+		})
+		g.sources = append(g.sources, sup)
 	}
 
-	if mc := cfg.Sinks.MQTT; mc != nil {
+	if mc := cfg.Sinks.MQTT; mc != nil && cfg.JSONOverMQTT() {
 		sink, err := mqtt.New(g.mqttConfig(mc, mc.URL.V))
 		if err != nil {
 			return nil, fmt.Errorf("sinks.mqtt: %w", err)
@@ -242,6 +256,14 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		}
 	}
 	g.modelVer.Store(modelFilesVersion(m))
+	if sp := cfg.Sinks.Sparkplug; sp != nil {
+		g.spPrefix = presencePrefix(cfg, m)
+		if u := g.sparkplugURL(); u != "" {
+			if err := g.addSparkplug(u); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if kc := cfg.Sinks.Kafka; kc != nil {
 		sink, err := kafka.New(g.kafkaConfig(kc))
 		if err != nil {
@@ -250,6 +272,63 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 		g.kafka = sink
 	}
 	return g, nil
+}
+
+// sparkplugURL is the broker of the Sparkplug sink: its own, the one of
+// sinks.mqtt, or "" for the embedded broker (known once it runs).
+func (g *Gateway) sparkplugURL() string {
+	if sp := g.cfg.Sinks.Sparkplug; sp.URL.Valid() {
+		return sp.URL.V
+	}
+	if mc := g.cfg.Sinks.MQTT; mc != nil {
+		return mc.URL.V
+	}
+	return ""
+}
+
+// addSparkplug makes the Sparkplug sink for the broker at u and adds it to
+// the fan-out.
+func (g *Gateway) addSparkplug(u string) error {
+	sp := g.cfg.Sinks.Sparkplug
+	c := sparkplug.Config{
+		URL: u, ClientID: sp.ClientID, Username: sp.Username, Password: sp.Password,
+		CAFile: sp.TLS.CAFile, CertFile: sp.TLS.CertFile, KeyFile: sp.TLS.KeyFile,
+		InsecureSkipVerify: sp.TLS.InsecureSkipVerify, KeepAlive: sp.KeepAlive,
+		GroupID: sp.GroupID.V, EdgeNodeID: sp.EdgeNodeID.V, PrimaryHost: sp.PrimaryHost.V,
+		DevicePrefix: g.spPrefix, NoAliases: sp.Aliases != nil && !*sp.Aliases,
+		StateDir: filepath.Join(g.cfg.DataDir, "sparkplug"), Logger: g.logger,
+	}
+	if mc := g.cfg.Sinks.MQTT; mc != nil && !sp.URL.Valid() {
+		// Same broker as sinks.mqtt: same credentials unless given.
+		if c.Username == "" {
+			c.Username, c.Password = mc.Username, mc.Password
+		}
+		if c.CAFile == "" && c.CertFile == "" {
+			c.CAFile, c.CertFile, c.KeyFile = mc.TLS.CAFile, mc.TLS.CertFile, mc.TLS.KeyFile
+			c.InsecureSkipVerify = c.InsecureSkipVerify || mc.TLS.InsecureSkipVerify
+		}
+	}
+	if c.GroupID == "" {
+		c.GroupID = defaultGroupID(g.spPrefix, g.cfg.ID)
+	}
+	sink, err := sparkplug.New(c)
+	if err != nil {
+		return fmt.Errorf("sinks.sparkplug: %w", err)
+	}
+	if err := g.fanout.Add(sink); err != nil {
+		return fmt.Errorf("sinks.sparkplug: store and forward: %w", err)
+	}
+	g.sparkplug = sink
+	return nil
+}
+
+// defaultGroupID is the site: the last level of the presence prefix
+// (enterprise/site), or the gateway id without one.
+func defaultGroupID(prefix, id string) string {
+	if prefix == "" {
+		return id
+	}
+	return prefix[strings.LastIndexByte(prefix, '/')+1:]
 }
 
 func (g *Gateway) kafkaConfig(kc *KafkaConfig) kafka.Config {
@@ -346,19 +425,24 @@ func dialAddr(listen string) string {
 // PresenceTopic is where the gateway announces itself (see presenceTopic).
 func (g *Gateway) PresenceTopic() string { return g.presence }
 
-// presenceTopic is {prefix}/_gateways/{id}/status, the prefix being the
-// configured presence path or the first two levels of the model's first
-// asset (enterprise/site with the default levels).
+// presenceTopic is {prefix}/_gateways/{id}/status (see presencePrefix).
 func presenceTopic(cfg *Config, m *model.Model) string {
+	prefix := presencePrefix(cfg, m)
+	if prefix == "" {
+		return "_gateways/" + cfg.ID + "/status"
+	}
+	return prefix + "/_gateways/" + cfg.ID + "/status"
+}
+
+// presencePrefix is the configured presence path or the first two levels
+// of the model's first asset (enterprise/site with the default levels).
+func presencePrefix(cfg *Config, m *model.Model) string {
 	prefix := cfg.Presence
 	if prefix == "" && m != nil && len(m.Assets) > 0 {
 		levels := strings.Split(m.Assets[0].Path, "/")
 		prefix = strings.Join(levels[:min(2, len(levels))], "/")
 	}
-	if prefix == "" {
-		return "_gateways/" + cfg.ID + "/status"
-	}
-	return prefix + "/_gateways/" + cfg.ID + "/status"
+	return prefix
 }
 
 // BrokerAddr is the embedded broker's bound address once Run has started
@@ -400,7 +484,7 @@ func (g *Gateway) tick(now time.Time) {
 func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 	// The sinks' stores stay open until here (Fanout.Run closes them too).
 	defer g.fanout.Close()
-	if g.cfg.Sinks.MQTT == nil {
+	if g.cfg.EmbeddedBroker() {
 		b, err := broker.Start(g.cfg.Broker.Listen.V, g.logger.With("component", "broker"))
 		if err != nil {
 			return fmt.Errorf("embedded broker on %s: %w (is another broker running? set broker.listen or --mqtt-listen)", g.cfg.Broker.Listen.V, err)
@@ -409,12 +493,19 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 		defer b.Close()
 		// The sink is made here, not in New, because only now is the
 		// bound address known (listen may say port 0).
-		sink, err := mqtt.New(g.mqttConfig(&MQTTConfig{ClientID: "unsgate-" + g.cfg.ID}, "mqtt://"+dialAddr(b.Addr())))
-		if err != nil {
-			return fmt.Errorf("embedded broker client: %w", err)
+		if g.cfg.JSONOverMQTT() {
+			sink, err := mqtt.New(g.mqttConfig(&MQTTConfig{ClientID: "unsgate-" + g.cfg.ID}, "mqtt://"+dialAddr(b.Addr())))
+			if err != nil {
+				return fmt.Errorf("embedded broker client: %w", err)
+			}
+			if err := g.fanout.Add(sink); err != nil {
+				return fmt.Errorf("embedded broker client: store and forward: %w", err)
+			}
 		}
-		if err := g.fanout.Add(sink); err != nil {
-			return fmt.Errorf("embedded broker client: store and forward: %w", err)
+		if g.cfg.Sinks.Sparkplug != nil && g.sparkplug == nil {
+			if err := g.addSparkplug("mqtt://" + dialAddr(b.Addr())); err != nil {
+				return err
+			}
 		}
 	}
 	if g.kafka != nil {

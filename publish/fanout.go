@@ -111,11 +111,11 @@ type Fanout struct {
 
 	mu      sync.Mutex // guards the fields below; Publish holds it while it encodes and queues
 	sinks   []*sinkEntry
+	formats []*format // the sinks grouped by wire format; UNS JSON first
 	tags    []*model.TagMeta
 	running bool
 	scratch []byte    // one point's encoding
 	chunk   []byte    // arena: payloads are cut from it and never written again
-	msgs    []Message // one batch, reused
 	noMeta  uint64    // points without Meta, skipped
 	noMetaN uint64    // noMeta already logged
 	noMetaT time.Time // when noMeta was last logged
@@ -124,6 +124,7 @@ type Fanout struct {
 type sinkEntry struct {
 	sink       Sink
 	q          *Queue
+	obs        Observer  // nil unless the sink is one
 	loggedDrop uint64    // Dropped() already reported in a log line
 	lastLog    time.Time // when the last drop line was logged
 }
@@ -170,7 +171,10 @@ func (f *Fanout) Add(s Sink) error {
 		q.Close()
 		panic("publish: Fanout.Add called after Run")
 	}
-	f.sinks = append(f.sinks, &sinkEntry{sink: s, q: q})
+	e := &sinkEntry{sink: s, q: q}
+	e.obs, _ = s.(Observer)
+	f.sinks = append(f.sinks, e)
+	f.formatOf(s).sinks = append(f.formatOf(s).sinks, e)
 	tags := f.tags
 	f.mu.Unlock()
 	if tags != nil {
@@ -203,9 +207,43 @@ func (f *Fanout) Close() error {
 	return errors.Join(errs...)
 }
 
+// format is one wire format in use and the sinks that take it.
+type format struct {
+	enc   Encoder // nil: UNS JSON
+	sinks []*sinkEntry
+	msgs  []Message // one batch, reused
+	obs   bool      // some sink of the format is an Observer
+}
+
+// formatOf returns the format group of s, creating it. Caller holds mu.
+func (f *Fanout) formatOf(s Sink) *format {
+	var enc Encoder
+	if es, ok := s.(EncodingSink); ok {
+		enc = es.Encoder()
+	}
+	if len(f.formats) == 0 {
+		f.formats = append(f.formats, &format{}) // JSON, even when unused: the common case stays first
+	}
+	for _, fm := range f.formats {
+		if fm.enc == enc {
+			if _, ok := s.(Observer); ok {
+				fm.obs = true
+			}
+			return fm
+		}
+	}
+	fm := &format{enc: enc}
+	_, fm.obs = s.(Observer)
+	f.formats = append(f.formats, fm)
+	return fm
+}
+
 // metaOf is the tag of a UNS path in the current tags, or a bare one (the
-// tag left the model since the message was stored).
+// tag left the model since the message was stored); nil for a source event.
 func (f *Fanout) metaOf(topic string) *model.TagMeta {
+	if isEventTopic(topic) {
+		return nil
+	}
 	if m := f.byTopic.Load(); m != nil {
 		if meta := (*m)[topic]; meta != nil {
 			return meta
@@ -252,27 +290,61 @@ func (f *Fanout) Publish(points []model.Point) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	msgs := f.msgs[:0]
-	for i := range points {
-		p := &points[i]
-		if p.Meta == nil {
-			f.noMeta++
+	counted := false
+	for _, fm := range f.formats {
+		if len(fm.sinks) == 0 {
 			continue
 		}
-		f.scratch = AppendJSON(f.scratch[:0], p)
-		msgs = append(msgs, Message{
-			Topic:   p.Meta.Topic,
-			Payload: f.place(f.scratch, len(points)-i),
-			Retain:  true,
-			Meta:    p.Meta,
-			Quality: p.Quality,
-			TimeMs:  p.Time.UnixMilli(),
-			Replay:  p.Replay,
-		})
+		msgs := fm.msgs[:0]
+		noMeta := uint64(0)
+		for i := range points {
+			p := &points[i]
+			if p.Meta == nil {
+				noMeta++
+				continue
+			}
+			retain := true
+			if fm.enc == nil {
+				f.scratch = AppendJSON(f.scratch[:0], p)
+			} else {
+				f.scratch = fm.enc.AppendPoint(f.scratch[:0], p)
+				retain = false
+			}
+			msgs = append(msgs, Message{
+				Topic:   p.Meta.Topic,
+				Payload: f.place(f.scratch, len(points)-i),
+				Retain:  retain,
+				Meta:    p.Meta,
+				Quality: p.Quality,
+				TimeMs:  p.Time.UnixMilli(),
+				Replay:  p.Replay,
+			})
+		}
+		if !counted {
+			counted = true
+			f.noMeta += noMeta
+			f.published.Add(uint64(len(msgs)))
+		}
+		f.push(fm, msgs)
+		clear(msgs) // the batch must not pin payloads after delivery
+		fm.msgs = msgs[:0]
 	}
-	f.published.Add(uint64(len(msgs)))
+	if f.noMeta > f.noMetaN {
+		f.logNoMeta(time.Now())
+	}
+}
+
+// push hands one batch of a format to each of its sinks: observers see it
+// first, then it is queued. Caller holds mu.
+func (f *Fanout) push(fm *format, msgs []Message) {
+	if len(msgs) == 0 {
+		return
+	}
 	now := time.Time{}
-	for _, e := range f.sinks {
+	for _, e := range fm.sinks {
+		if e.obs != nil {
+			e.obs.Queued(msgs)
+		}
 		if e.q.PushBatch(msgs) > 0 {
 			if now.IsZero() {
 				now = time.Now()
@@ -280,10 +352,37 @@ func (f *Fanout) Publish(points []model.Point) {
 			f.logDrops(e, now)
 		}
 	}
-	clear(msgs) // the batch must not pin payloads after delivery
-	f.msgs = msgs[:0]
-	if f.noMeta > f.noMetaN {
-		f.logNoMeta(time.Now())
+}
+
+// SourceState tells the sinks that keep state (Observer) that a source
+// went up (its session delivers) or down (its session failed; its tags were
+// just published BAD). The event is queued in order with the points, so a
+// sink sees it exactly where it happened. Other sinks do not see it.
+func (f *Fanout) SourceState(source string, up bool) {
+	payload := eventDown
+	if up {
+		payload = eventUp
+	}
+	m := []Message{{Topic: eventPrefix + source, Payload: []byte(payload), TimeMs: time.Now().UnixMilli()}}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fm := range f.formats {
+		if !fm.obs {
+			continue
+		}
+		now := time.Time{}
+		for _, e := range fm.sinks {
+			if e.obs == nil {
+				continue
+			}
+			e.obs.Queued(m)
+			if e.q.PushBatch(m) > 0 {
+				if now.IsZero() {
+					now = time.Now()
+				}
+				f.logDrops(e, now)
+			}
+		}
 	}
 }
 

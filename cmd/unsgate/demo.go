@@ -17,6 +17,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("mqtt-listen", gateway.DefaultBrokerListen, "embedded MQTT broker `address`")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	seed := fs.Int64("seed", 1, "random seed of the simulated line")
+	spb := fs.Bool("sparkplug", false, "also be a Sparkplug B edge node on the embedded broker")
 	kafkaBrokers := fs.String("kafka-brokers", "", "also produce to Kafka at these seed brokers (`host:port,...`)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return 2
@@ -35,7 +36,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signalContext()
 	defer stop()
 	err := gateway.RunDemo(ctx, gateway.DemoOptions{
-		MQTTListen: *listen, KafkaBrokers: brokers, Models: models.FS, Out: stdout,
+		MQTTListen: *listen, KafkaBrokers: brokers, Sparkplug: *spb, Models: models.FS, Out: stdout,
 		Logger: newLogger(stderr, *logLevel), Seed: *seed,
 	})
 	if err != nil {

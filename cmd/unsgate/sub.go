@@ -11,6 +11,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/unsgate/unsgate/publish/mqtt"
+	"github.com/unsgate/unsgate/publish/sparkplug"
 )
 
 // cmdSub is a minimal MQTT v5 subscriber, so that the demo can be watched on
@@ -37,6 +38,7 @@ func cmdSub(args []string, stdout, stderr io.Writer) int {
 	}
 	var mu sync.Mutex
 	seen, closing := 0, false
+	spb := sparkplug.NewReader() // Sparkplug B payloads are binary: shown decoded
 	done := make(chan struct{})
 	c, err := mqtt.Subscribe(ctx, *addr, fmt.Sprintf("unsgate-sub-%d", time.Now().UnixNano()%1e6), filters, 1,
 		func(p *paho.Publish) {
@@ -49,7 +51,11 @@ func cmdSub(args []string, stdout, stderr io.Writer) int {
 			if p.Retain {
 				flag = " (retained)"
 			}
-			fmt.Fprintf(stdout, "%s %s%s\n", p.Topic, p.Payload, flag)
+			if sparkplug.IsSparkplug(p.Topic) {
+				fmt.Fprintf(stdout, "%s %s%s\n", p.Topic, spb.Text(p.Topic, p.Payload), flag)
+			} else {
+				fmt.Fprintf(stdout, "%s %s%s\n", p.Topic, p.Payload, flag)
+			}
 			seen++
 			if *count > 0 && seen == *count {
 				close(done)
