@@ -250,10 +250,20 @@ func (s *Sink) Run(ctx context.Context, q *publish.Queue) error {
 }
 
 // conn bounds every write, so a stalled broker cannot block a publish.
+//
+// It is a sync.Locker: paho writes a packet in several pieces and, given a
+// Locker, holds it for the whole packet. Without that, a PINGREQ from
+// paho's pinger could land inside another packet (the wrapper turns paho's
+// one writev into several writes), and the broker would drop the
+// connection as malformed.
 type conn struct {
 	net.Conn
 	timeout time.Duration
+	mu      sync.Mutex
 }
+
+func (c *conn) Lock()   { c.mu.Lock() }
+func (c *conn) Unlock() { c.mu.Unlock() }
 
 func (c *conn) Write(p []byte) (int, error) {
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
