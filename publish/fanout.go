@@ -174,7 +174,8 @@ func (f *Fanout) Add(s Sink) error {
 	e := &sinkEntry{sink: s, q: q}
 	e.obs, _ = s.(Observer)
 	f.sinks = append(f.sinks, e)
-	f.formatOf(s).sinks = append(f.formatOf(s).sinks, e)
+	fm := f.formatOf(s)
+	fm.sinks = append(fm.sinks, e)
 	tags := f.tags
 	f.mu.Unlock()
 	if tags != nil {

@@ -235,8 +235,9 @@ func (r *relay) publishesTo(topic string) []wirePkt {
 	return out
 }
 
-// tapBack copies broker bytes to the client, recording packet types.
-func (r *relay) tapBack(dst io.Writer, src io.Reader) {
+// copyPackets copies MQTT packets from src to dst one by one, handing each
+// packet's first byte and body to seen before it is forwarded.
+func copyPackets(dst io.Writer, src io.Reader, seen func(first byte, body []byte)) {
 	br := bufio.NewReader(src)
 	for {
 		first, err := br.ReadByte()
@@ -261,41 +262,25 @@ func (r *relay) tapBack(dst io.Writer, src io.Reader) {
 		if _, err := io.ReadFull(br, body); err != nil {
 			return
 		}
-		r.mu.Lock()
-		r.back = append(r.back, first>>4)
-		r.mu.Unlock()
+		seen(first, body)
 		if _, err := dst.Write(append(hdr, body...)); err != nil {
 			return
 		}
 	}
 }
 
+// tapBack copies broker bytes to the client, recording packet types.
+func (r *relay) tapBack(dst io.Writer, src io.Reader) {
+	copyPackets(dst, src, func(first byte, _ []byte) {
+		r.mu.Lock()
+		r.back = append(r.back, first>>4)
+		r.mu.Unlock()
+	})
+}
+
 // tap copies client bytes to the broker packet by packet, recording headers.
 func (r *relay) tap(dst io.Writer, src io.Reader) {
-	br := bufio.NewReader(src)
-	for {
-		first, err := br.ReadByte()
-		if err != nil {
-			return
-		}
-		n, mult := 0, 1
-		hdr := []byte{first}
-		for {
-			b, err := br.ReadByte()
-			if err != nil {
-				return
-			}
-			hdr = append(hdr, b)
-			n += int(b&0x7f) * mult
-			if b&0x80 == 0 {
-				break
-			}
-			mult *= 128
-		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(br, body); err != nil {
-			return
-		}
+	copyPackets(dst, src, func(first byte, body []byte) {
 		p := wirePkt{Type: first >> 4}
 		switch p.Type {
 		case 3:
@@ -321,10 +306,7 @@ func (r *relay) tap(dst io.Writer, src io.Reader) {
 		r.mu.Lock()
 		r.pkts = append(r.pkts, p)
 		r.mu.Unlock()
-		if _, err := dst.Write(append(hdr, body...)); err != nil {
-			return
-		}
-	}
+	})
 }
 
 func newRelay(t testing.TB, target string) *relay {
@@ -435,7 +417,13 @@ func startBroker(t testing.TB) *broker.Broker {
 // newRig starts the sink; edit cfg with mod (the URL is set already).
 func newRig(t testing.TB, b *broker.Broker, opts publish.Options, mod func(*Config)) *rig {
 	t.Helper()
-	r := &rig{t: t, b: b, relay: newRelay(t, b.Addr()), tags: testTags()}
+	return newRigWith(t, b, opts, testTags(), mod)
+}
+
+// newRigWith is newRig with other tags.
+func newRigWith(t testing.TB, b *broker.Broker, opts publish.Options, tags []*model.TagMeta, mod func(*Config)) *rig {
+	t.Helper()
+	r := &rig{t: t, b: b, relay: newRelay(t, b.Addr()), tags: tags}
 	cfg := testConfig("mqtt://" + r.relay.addr())
 	logs := &syncBuf{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -140,24 +140,7 @@ func tahuDevice(asset string) string {
 // and aliases) that outlives the rig.
 func newTahuRig(t *testing.T, b *broker.Broker, opts publish.Options, stateDir string) *rig {
 	t.Helper()
-	r := &rig{t: t, b: b, relay: newRelay(t, b.Addr()), tags: tahuTags()}
-	cfg := testConfig("mqtt://" + r.relay.addr())
-	cfg.StateDir = stateDir
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.s = s
-	r.f = publish.NewFanout(opts)
-	if err := r.f.Add(s); err != nil {
-		t.Fatal(err)
-	}
-	r.f.SetTags(r.tags)
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel, r.done = cancel, make(chan error, 1)
-	go func() { r.done <- r.f.Run(ctx) }()
-	t.Cleanup(r.stop)
-	return r
+	return newRigWith(t, b, opts, tahuTags(), func(c *Config) { c.StateDir = stateDir })
 }
 
 // publishValues publishes one GOOD value (value(i)) of every tag whose

@@ -420,11 +420,10 @@ func (s *Sink) session(ctx context.Context, q *publish.Queue) error {
 	}
 }
 
-// subscribe subscribes, waiting at most subackWait for the SUBACK: the
-// embedded broker (mochi v2.7.9) now and then ignores a SUBSCRIBE that
-// follows a CONNECT with a Will at once, and paho drops the connection when
-// a SUBACK does not come, so the session starts over soon rather than after
-// the full Timeout.
+// subscribe subscribes, waiting at most subackWait for the SUBACK: a
+// broker answers a SUBSCRIBE at once, and paho drops the connection when
+// the SUBACK does not come, so a lost one starts the session over soon
+// rather than after the full Timeout.
 func (s *Sink) subscribe(ctx context.Context, c *paho.Client, subs []paho.SubscribeOptions) (*paho.Suback, error) {
 	sctx, cancel := context.WithTimeout(ctx, min(s.cfg.Timeout, subackWait))
 	defer cancel()
