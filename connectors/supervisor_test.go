@@ -496,3 +496,127 @@ func TestStateString(t *testing.T) {
 		}
 	}
 }
+
+// eventLog is one ordered record of a supervisor's state reports and
+// emitted batches, as a listener like the gateway's Fanout sees them.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) add(e string) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+// listen makes l hear s's state changes and returns an Emit that logs
+// batches: "BAD" for a batch marking every address of src BAD, else
+// "data" and the values. A state must be reported after the change (Status
+// already tells it) and not under the supervisor's lock.
+func (l *eventLog) listen(t *testing.T, s *Supervisor, src *fakeSource) Emit {
+	s.OnState(func(st State) {
+		if !s.mu.TryLock() {
+			t.Errorf("state %v reported under the supervisor's lock", st)
+		} else {
+			if cur := s.status.State; cur != st {
+				t.Errorf("state %v reported while the status says %v", st, cur)
+			}
+			s.mu.Unlock()
+		}
+		l.add("state " + st.String())
+	})
+	return func(b []model.Sample) {
+		bad := len(b) == len(src.addrs)
+		for i, smp := range b {
+			bad = bad && smp.Quality == model.QualityBad && smp.Address == src.addrs[i] && smp.Value.IsNull()
+		}
+		if bad {
+			l.add("BAD")
+			return
+		}
+		e := "data"
+		for _, smp := range b {
+			e += fmt.Sprintf(" %s=%v", smp.Address, smp.Value)
+		}
+		l.add(e)
+	}
+}
+
+// The gateway tells the Fanout that a source is up or down from OnState
+// (Sparkplug DBIRTH and DDEATH), so the reports must come in order with the
+// data: connected before the session's first batch, and after a failure
+// the BAD batch before reconnecting or failed.
+func TestSupervisorOnStateOrdering(t *testing.T) {
+	sample := func(addr string, v uint64) []model.Sample {
+		return []model.Sample{{Source: "plc1", Address: addr, Value: model.UintValue(v), Quality: model.QualityGood}}
+	}
+
+	t.Run("fail, retry, configuration error", func(t *testing.T) {
+		src := newFake(func(ctx context.Context, n int, emit Emit) error {
+			switch n {
+			case 1: // connects, delivers twice, breaks
+				emit(sample("hr:0", 1))
+				emit(sample("hr:1", 2))
+				return errDial
+			case 2: // never connects
+				return errDial
+			}
+			emit(sample("co:5", 3)) // connects again, then reports a bad config
+			return fmt.Errorf("modbus plc1: %w", ErrConfig)
+		})
+		s := NewSupervisor(src, Backoff{Initial: time.Millisecond, Jitter: -1}, nil)
+		recordWaits(s, 10) // no real waiting; Run ends at the configuration error
+		var l eventLog
+		s.Run(context.Background(), l.listen(t, s, src))
+
+		want := []string{
+			"state connecting", "state connected", "data hr:0=1", "data hr:1=2", "BAD", "state reconnecting",
+			"state connecting", "BAD", "state reconnecting",
+			"state connecting", "state connected", "data co:5=3", "BAD", "state failed",
+		}
+		if got := l.all(); !slices.Equal(got, want) {
+			t.Errorf("events:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+	})
+
+	t.Run("reconnect, cancel", func(t *testing.T) {
+		delivered := make(chan struct{})
+		src := newFake(func(ctx context.Context, n int, emit Emit) error {
+			emit(sample("hr:0", uint64(n)))
+			if n == 1 {
+				return errDial
+			}
+			close(delivered)
+			<-ctx.Done()
+			return nil
+		})
+		s := NewSupervisor(src, Backoff{Initial: time.Millisecond, Jitter: -1}, nil)
+		var l eventLog
+		emit := l.listen(t, s, src)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := start(ctx, s, emit)
+		select {
+		case <-delivered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the second session did not deliver")
+		}
+		cancel()
+		waitDone(t, done, 5*time.Second)
+
+		// A cancelled session emits no BAD batch: the gateway is stopping.
+		want := []string{
+			"state connecting", "state connected", "data hr:0=1", "BAD", "state reconnecting",
+			"state connecting", "state connected", "data hr:0=2", "state stopped",
+		}
+		if got := l.all(); !slices.Equal(got, want) {
+			t.Errorf("events:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+	})
+}

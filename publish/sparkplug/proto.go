@@ -56,7 +56,7 @@ var typeNames = [...]string{"Unknown", "Int8", "Int16", "Int32", "Int64", "UInt8
 	"StringArray", "DateTimeArray"}
 
 func (t DataType) String() string {
-	if int(t) < len(typeNames) {
+	if t < DataType(len(typeNames)) {
 		return typeNames[t]
 	}
 	return fmt.Sprintf("DataType(%d)", uint32(t))
