@@ -9,7 +9,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -38,6 +40,8 @@ type Config struct {
 // Broker is a running embedded broker.
 type Broker struct {
 	srv       *mochi.Server
+	mochiL    *listeners.Net
+	tracker   *trackingListener
 	addr      string
 	tls       bool
 	closeOnce sync.Once
@@ -87,17 +91,26 @@ func StartWith(cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("broker: hook %s: %w", h.ID(), err)
 		}
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr, TLSConfig: cfg.TLS})
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
+	}
+	tracker := newTrackingListener(ln)
+	var served net.Listener = tracker
+	if cfg.TLS != nil {
+		served = tls.NewListener(tracker, cfg.TLS)
+	}
+	l := listeners.NewNet("tcp", served)
 	if err := srv.AddListener(l); err != nil {
+		_ = ln.Close()
 		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
 	}
 	if err := srv.Serve(); err != nil {
 		_ = srv.Close()
 		return nil, fmt.Errorf("broker: serve: %w", err)
 	}
-	// The TCP listener reports the bound address once it listens, which
-	// matters for port 0.
-	return &Broker{srv: srv, addr: l.Address(), tls: cfg.TLS != nil}, nil
+	// The bound address matters for port 0.
+	return &Broker{srv: srv, mochiL: l, tracker: tracker, addr: ln.Addr().String(), tls: cfg.TLS != nil}, nil
 }
 
 // Addr is the bound host:port.
@@ -113,9 +126,25 @@ func (b *Broker) URL() string {
 
 // Close disconnects every client (with reason "server shutting down") and
 // stops listening; retained messages are gone. Calling it again does
-// nothing.
+// nothing. It gives up after closeTimeout rather than hang a shutdown.
 func (b *Broker) Close() error {
 	var err error
-	b.closeOnce.Do(func() { err = b.srv.Close() })
+	b.closeOnce.Do(func() {
+		// Stop accepting first; mochi's own Close then finds its listener
+		// closed and skips its client scan, which can deadlock (see
+		// drain.go), leaving the clients to drain.
+		b.mochiL.Close(func(string) {})
+		b.tracker.drain(b.srv, closeTimeout/2)
+		done := make(chan error, 1)
+		go func() { done <- b.srv.Close() }()
+		select {
+		case err = <-done:
+		case <-time.After(closeTimeout):
+			err = fmt.Errorf("broker: close: clients still attached after %s", closeTimeout)
+		}
+	})
 	return err
 }
+
+// closeTimeout bounds Close; clients get half of it to leave.
+const closeTimeout = 5 * time.Second
