@@ -36,6 +36,7 @@ import (
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish"
 	"github.com/unsgate/unsgate/publish/broker"
+	"github.com/unsgate/unsgate/publish/internal/mosquitto"
 	"github.com/unsgate/unsgate/publish/kafka"
 	"github.com/unsgate/unsgate/publish/mqtt"
 )
@@ -613,7 +614,7 @@ func outageChild() {
 // outage() and started again with its persistence, and a subscriber with
 // a persistent session sees every point.
 func TestOutageMosquitto(t *testing.T) {
-	if os.Getenv("UNSGATE_INTEROP") != "1" {
+	if !mosquitto.Enabled() {
 		t.Skip("interop test against mosquitto: set UNSGATE_INTEROP=1 (after .ci/interop-mqtt.sh installed it)")
 	}
 	t.Parallel()
@@ -623,81 +624,14 @@ func TestOutageMosquitto(t *testing.T) {
 	runOutageWith(t, m, rec, true, false)
 }
 
-// mosquittoPeer runs mosquitto with persistence on a fixed port.
-type mosquittoPeer struct {
-	bin, conf, addr string
-	cmd             *exec.Cmd
-}
+// mosquittoPeer is mosquitto as an mqttBroker.
+type mosquittoPeer struct{ *mosquitto.Peer }
 
-func startMosquitto(t testing.TB) *mosquittoPeer {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if _, err2 := os.Stat("/usr/sbin/mosquitto"); err2 != nil {
-			t.Fatalf("mosquitto not installed (.ci/interop-mqtt.sh installs it): %v", err)
-		}
-		bin = "/usr/sbin/mosquitto"
-	}
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := dir + "/mosquitto.conf"
-	err = os.WriteFile(conf, []byte(fmt.Sprintf(`listener %d 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location %s/
-max_queued_messages 0
-log_dest stderr
-log_type error
-log_type warning
-`, port, dir)), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mosquittoPeer{bin: bin, conf: conf, addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	m.start(t)
-	t.Cleanup(m.stop)
-	return m
-}
+func startMosquitto(t testing.TB) mosquittoPeer { return mosquittoPeer{mosquitto.Start(t)} }
 
-func (m *mosquittoPeer) address() string { return m.addr }
-
-func (m *mosquittoPeer) start(t testing.TB) {
-	t.Helper()
-	m.cmd = exec.Command(m.bin, "-c", m.conf)
-	m.cmd.Stderr = os.Stderr
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", m.addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s: %v", m.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop ends mosquitto with SIGTERM, which saves its persistence file.
-func (m *mosquittoPeer) stop() {
-	if m.cmd == nil {
-		return
-	}
-	m.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { m.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		m.cmd.Process.Kill()
-		<-done
-	}
-	m.cmd = nil
-}
+func (m mosquittoPeer) address() string    { return m.Addr() }
+func (m mosquittoPeer) start(t testing.TB) { m.Start(t) }
+func (m mosquittoPeer) stop()              { m.Stop() }
 
 // subscribePersistent subscribes with QoS 1 and a session that outlives
 // disconnects, reconnecting by itself, and records every value.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish"
 	"github.com/unsgate/unsgate/publish/broker"
+	"github.com/unsgate/unsgate/publish/internal/mosquitto"
 )
 
 // rx is one message the test host received.
@@ -391,7 +393,7 @@ func testTags() []*model.TagMeta {
 // reached through a relay.
 type rig struct {
 	t      testing.TB
-	b      *broker.Broker
+	b      peer
 	relay  *relay
 	f      *publish.Fanout
 	s      *Sink
@@ -405,7 +407,15 @@ func testConfig(url string) Config {
 		BackoffMin: 300 * time.Millisecond, BackoffMax: 600 * time.Millisecond, Timeout: 5 * time.Second}
 }
 
-func startBroker(t testing.TB) *broker.Broker {
+// peer is a test's MQTT broker.
+type peer interface{ Addr() string }
+
+// startBroker starts the embedded broker, or mosquitto for the tests that
+// TestMosquitto runs.
+func startBroker(t testing.TB) peer {
+	if strings.HasPrefix(t.Name(), "TestMosquitto/") {
+		return mosquitto.Start(t)
+	}
 	b, err := broker.Start("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -415,13 +425,13 @@ func startBroker(t testing.TB) *broker.Broker {
 }
 
 // newRig starts the sink; edit cfg with mod (the URL is set already).
-func newRig(t testing.TB, b *broker.Broker, opts publish.Options, mod func(*Config)) *rig {
+func newRig(t testing.TB, b peer, opts publish.Options, mod func(*Config)) *rig {
 	t.Helper()
 	return newRigWith(t, b, opts, testTags(), mod)
 }
 
 // newRigWith is newRig with other tags.
-func newRigWith(t testing.TB, b *broker.Broker, opts publish.Options, tags []*model.TagMeta, mod func(*Config)) *rig {
+func newRigWith(t testing.TB, b peer, opts publish.Options, tags []*model.TagMeta, mod func(*Config)) *rig {
 	t.Helper()
 	r := &rig{t: t, b: b, relay: newRelay(t, b.Addr()), tags: tags}
 	cfg := testConfig("mqtt://" + r.relay.addr())
