@@ -60,15 +60,16 @@ func AppendJSON(dst []byte, p *model.Point) []byte {
 //
 //	{"datatype":"float64","unit":"degC","description":"Line speed","source":"plc1","address":"holding:100:float32"}
 //
-// datatype is always present: "any" when the type is only known at run
-// time (an OPC UA node without a declared datatype). The other keys are
+// datatype is always present, with its width as the model declares it
+// ("int16", "float32"), or "any" when the type is only known at run time
+// (an OPC UA node without a declared datatype). The other keys are
 // present only when not empty (a derived tag has no source or address).
 func AppendMetaJSON(dst []byte, m *model.TagMeta) []byte {
 	dst = append(dst, `{"datatype":`...)
 	if m.Datatype == model.KindNull {
 		dst = append(dst, `"any"`...)
 	} else {
-		dst = model.AppendJSONString(dst, m.Datatype.String())
+		dst = model.AppendJSONString(dst, m.TypeName())
 	}
 	dst = appendOptionalString(dst, `,"unit":`, m.Unit)
 	dst = appendOptionalString(dst, `,"description":`, m.Description)

@@ -155,6 +155,10 @@ func TestAppendMetaJSON(t *testing.T) {
 			`{"datatype":"string","description":"derived"}`},
 		{model.TagMeta{Datatype: model.KindUint},
 			`{"datatype":"uint64"}`},
+		{model.TagMeta{Datatype: model.KindInt, Width: 16, Source: "plc1", Address: "holding:7"},
+			`{"datatype":"int16","source":"plc1","address":"holding:7"}`},
+		{model.TagMeta{Datatype: model.KindFloat, Width: 32},
+			`{"datatype":"float32"}`},
 		{model.TagMeta{Source: "ua1", Address: "nsu=urn:x;s=Speed"},
 			`{"datatype":"any","source":"ua1","address":"nsu=urn:x;s=Speed"}`},
 	}
@@ -164,7 +168,7 @@ func TestAppendMetaJSON(t *testing.T) {
 			t.Errorf("got  %s\nwant %s", got, c.want)
 		}
 		m := decodeObject(t, got)
-		wantType := c.m.Datatype.String()
+		wantType := c.m.TypeName()
 		if c.m.Datatype == model.KindNull {
 			wantType = "any"
 		}
