@@ -7,6 +7,7 @@ import (
 
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish"
+	"github.com/unsgate/unsgate/publish/internal/mosquitto"
 )
 
 func bdSeqOf(t *testing.T, p Payload) uint64 {
@@ -180,6 +181,30 @@ func TestSeveralValuesOfOneMetric(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[10 11 12 13 14 15]" {
 		t.Fatalf("values %v, want [10 11 12 13 14 15] in order", got)
+	}
+}
+
+// A value the birth carried that goes stale is a live change of its
+// quality (same value, same timestamp, Quality 500), not history: a host
+// files historical values away and would never show the tag as stale.
+func TestStaleMarkOfBornValueIsLive(t *testing.T) {
+	b := startBroker(t)
+	h := newHost(t, b.Addr())
+	r := newRig(t, b, publish.Options{}, nil)
+	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	r.up("plc2")
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	r.point(6, model.IntValue(7), model.QualityGood, t0)
+	db := h.waitFor(nb, "DBIRTH of mixer", func(m rx) bool { return m.Topic == dtopic("DBIRTH", devMixer) })
+	r.f.Publish([]model.Point{{Meta: r.tags[6], Value: model.IntValue(7), Quality: model.QualityGood, Stale: true, Time: t0}})
+	i := h.waitFor(db, "DDATA of mixer", func(m rx) bool { return m.Topic == dtopic("DDATA", devMixer) })
+	mt := h.all()[i].Payload.Metrics[0]
+	q, ok := mt.Properties[QualityKey]
+	if !ok || q.Int != QualityStale || int32(mt.Int) != 7 || mt.Timestamp != uint64(t0.UnixMilli()) {
+		t.Fatalf("stale DDATA metric %+v, want value 7 at the birth's timestamp with Quality 500", mt)
+	}
+	if mt.IsHistorical {
+		t.Fatal("tck-id-operational-behavior-edge-node-historical: the stale mark of the current value is flagged is_historical")
 	}
 }
 
@@ -508,5 +533,33 @@ func TestAliasesStable(t *testing.T) {
 	i := h.waitFor(nb, "DDATA", isType("DDATA"))
 	if m := h.all()[i].Payload.Metrics[0]; m.HasAlias || m.Name != "level" {
 		t.Fatalf("DDATA without aliases: %+v", m)
+	}
+}
+
+// TestMosquitto runs the conformance tests against an independent broker,
+// Debian's mosquitto (CI interop, UNSGATE_INTEROP=1); startBroker picks it
+// by the test's name.
+func TestMosquitto(t *testing.T) {
+	if !mosquitto.Enabled() {
+		t.Skip("interop test against mosquitto: set UNSGATE_INTEROP=1 (after .ci/interop-mqtt.sh installed it)")
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"BirthsAndData", TestBirthsAndData},
+		{"BdSeqAcrossReconnectAndRestart", TestBdSeqAcrossReconnectAndRestart},
+		{"BdSeqWraps", TestBdSeqWraps},
+		{"SeqWrapsAcrossMessageTypes", TestSeqWrapsAcrossMessageTypes},
+		{"SeveralValuesOfOneMetric", TestSeveralValuesOfOneMetric},
+		{"StaleMarkOfBornValueIsLive", TestStaleMarkOfBornValueIsLive},
+		{"RebirthOnNCMD", TestRebirthOnNCMD},
+		{"PrimaryHostState", TestPrimaryHostState},
+		{"DeviceDeathAndRebirthAroundSourceOutage", TestDeviceDeathAndRebirthAroundSourceOutage},
+		{"HistoricalReplayAfterBrokerOutage", TestHistoricalReplayAfterBrokerOutage},
+		{"UntypedMetricRebirthOnTypeChange", TestUntypedMetricRebirthOnTypeChange},
+		{"AliasesStable", TestAliasesStable},
+	} {
+		t.Run(tc.name, tc.run)
 	}
 }

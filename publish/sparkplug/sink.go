@@ -807,11 +807,13 @@ func (s *Sink) process(c *paho.Client, q *publish.Queue, batch []publish.Message
 				continue
 			}
 			// Older than what the birth gave the host as current: history.
-			// The queue's Replay mark alone would also call points live
-			// that were queued in the moments before the queue learnt of
-			// the reconnect; it decides only for metrics the birth had no
-			// value for (points an earlier process left).
-			hist := m.TimeMs <= mt.bornMs || m.Replay && mt.bornMs == 0
+			// A point with the birth's timestamp but another payload is the
+			// born value with a new quality (gone stale or BAD), a live
+			// change. The queue's Replay mark alone would also call points
+			// live that were queued in the moments before the queue learnt
+			// of the reconnect; it decides only for metrics the birth had
+			// no value for (points an earlier process left).
+			hist := m.TimeMs < mt.bornMs || m.Replay && mt.bornMs == 0
 			if mt.pendGen == d.pendGen && m.TimeMs <= mt.pendMs || len(d.pend) > maxPending {
 				// Values of one metric in one message need rising timestamps.
 				if err := flush(d); err != nil {
