@@ -515,30 +515,11 @@ func (c *Config) validate(diags *model.Diagnostics) {
 		}
 		s.validate(diags)
 	}
+	if c.Broker != nil && !c.EmbeddedBroker() {
+		diags.Add(c.Broker.Pos, "broker: the embedded broker runs only when no sink names an MQTT broker (sinks.mqtt, or sinks.sparkplug.url with instead_of_json); remove one of them")
+	}
 	if m := c.Sinks.MQTT; m != nil {
-		if c.Broker != nil {
-			diags.Add(c.Broker.Pos, "broker: the embedded broker runs only when sinks.mqtt is absent; remove one of them")
-		}
-		u, err := url.Parse(m.URL.V)
-		switch {
-		case err != nil:
-			diags.Add(m.URL.Pos, "sinks.mqtt.url %q: %v", m.URL.V, err)
-		case u.Scheme != "mqtt" && u.Scheme != "mqtts":
-			diags.Add(m.URL.Pos, "sinks.mqtt.url %q: scheme must be mqtt:// or mqtts://", m.URL.V)
-		case u.Host == "":
-			diags.Add(m.URL.Pos, "sinks.mqtt.url %q: missing host", m.URL.V)
-		}
-		if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
-			diags.Add(m.Pos, "sinks.mqtt.tls: cert_file and key_file go together")
-		}
-		for _, f := range []string{m.TLS.CAFile, m.TLS.CertFile, m.TLS.KeyFile} {
-			if f == "" {
-				continue
-			}
-			if _, err := os.Stat(f); err != nil {
-				diags.Add(m.Pos, "sinks.mqtt.tls: %v", err)
-			}
-		}
+		validateMQTTClient(diags, "sinks.mqtt", m.Pos, m.URL, m.TLS, m.KeepAlive)
 		if m.MaxInflight < 0 || m.QueueLen < 0 {
 			diags.Add(m.Pos, "sinks.mqtt: max_inflight and queue_len must not be negative")
 		}
@@ -727,22 +708,12 @@ func (s *SourceConfig) opcuaConfig(appURI string, tags []opcua.Tag) opcua.Config
 
 // validate checks sinks.sparkplug, each problem at its key.
 func (sp *SparkplugConfig) validate(diags *model.Diagnostics) {
-	if sp.URL.Valid() {
-		u, err := url.Parse(sp.URL.V)
-		switch {
-		case err != nil:
-			diags.Add(sp.URL.Pos, "sinks.sparkplug.url %q: %v", sp.URL.V, err)
-		case u.Scheme != "mqtt" && u.Scheme != "mqtts":
-			diags.Add(sp.URL.Pos, "sinks.sparkplug.url %q: scheme must be mqtt:// or mqtts://", sp.URL.V)
-		case u.Host == "":
-			diags.Add(sp.URL.Pos, "sinks.sparkplug.url %q: missing host", sp.URL.V)
-		}
-	}
+	validateMQTTClient(diags, "sinks.sparkplug", sp.Pos, sp.URL, sp.TLS, sp.KeepAlive)
 	for _, id := range []struct {
 		key string
 		v   model.At[string]
 	}{{"group_id", sp.GroupID}, {"edge_node_id", sp.EdgeNodeID}, {"primary_host", sp.PrimaryHost}} {
-		if !id.v.Valid() {
+		if !id.v.Valid() || id.key == "primary_host" && id.v.V == "" { // empty: none
 			continue
 		}
 		if why := sparkplug.ValidID(id.v.V); why != "" {
@@ -753,19 +724,37 @@ func (sp *SparkplugConfig) validate(diags *model.Diagnostics) {
 			diags.Add(pos, "sinks.sparkplug.%s %q %s", id.key, id.v.V, why)
 		}
 	}
-	if (sp.TLS.CertFile == "") != (sp.TLS.KeyFile == "") {
-		diags.Add(sp.Pos, "sinks.sparkplug.tls: cert_file and key_file go together")
+}
+
+// validateMQTTClient checks what sinks.mqtt and sinks.sparkplug share: the
+// url (when given), the TLS files and the keepalive.
+func validateMQTTClient(diags *model.Diagnostics, key string, pos model.Pos, u model.At[string], tls TLSConfig, keepalive time.Duration) {
+	if u.Valid() {
+		parsed, err := url.Parse(u.V)
+		switch {
+		case err != nil:
+			diags.Add(u.Pos, "%s.url %q: %v", key, u.V, err)
+		case parsed.Scheme != "mqtt" && parsed.Scheme != "mqtts":
+			diags.Add(u.Pos, "%s.url %q: scheme must be mqtt:// or mqtts://", key, u.V)
+		case parsed.Host == "":
+			diags.Add(u.Pos, "%s.url %q: missing host", key, u.V)
+		case parsed.Scheme == "mqtt" && tls != (TLSConfig{}):
+			diags.Add(u.Pos, "%s.url %q: tls files need an mqtts:// url", key, u.V)
+		}
 	}
-	for _, f := range []string{sp.TLS.CAFile, sp.TLS.CertFile, sp.TLS.KeyFile} {
+	if (tls.CertFile == "") != (tls.KeyFile == "") {
+		diags.Add(pos, "%s.tls: cert_file and key_file go together", key)
+	}
+	for _, f := range []string{tls.CAFile, tls.CertFile, tls.KeyFile} {
 		if f == "" {
 			continue
 		}
 		if _, err := os.Stat(f); err != nil {
-			diags.Add(sp.Pos, "sinks.sparkplug.tls: %v", err)
+			diags.Add(pos, "%s.tls: %v", key, err)
 		}
 	}
-	if sp.KeepAlive < 0 {
-		diags.Add(sp.Pos, "sinks.sparkplug.keepalive must not be negative")
+	if keepalive != 0 && (keepalive < time.Second || keepalive > math.MaxUint16*time.Second) {
+		diags.Add(pos, "%s.keepalive %v: use 1s to 18h12m15s (65535 s), or leave it out for the default", key, keepalive)
 	}
 }
 

@@ -117,7 +117,7 @@ broker:
 		`sources.plc2.unit_id 300: must be 0..255`,
 		`sources.plc3.backoff: initial 10s is longer than max 1s`,
 		`sinks.mqtt.url "http://broker": scheme must be mqtt:// or mqtts://`,
-		`broker: the embedded broker runs only when sinks.mqtt is absent`,
+		`broker: the embedded broker runs only when no sink names an MQTT broker`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)

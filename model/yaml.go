@@ -482,7 +482,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 
 	switch t.Kind() {
 	case reflect.Pointer:
-		if isNull(n) {
+		// A key written without a value turns a section on with its
+		// defaults ("sparkplug:" as "sparkplug: {}"); for other pointers
+		// it means absent.
+		if isNull(n) && t.Elem().Kind() != reflect.Struct {
 			v.SetZero()
 			return
 		}
