@@ -55,8 +55,8 @@ type Gateway struct {
 	broker      *broker.Broker
 	kafka       *kafka.Sink // added to the fan-out in Run, after the MQTT sink
 	sparkplug   *sparkplug.Sink
-	spPrefix    string       // asset path prefix cut from Sparkplug device ids
-	modelVer    atomic.Value // string: see ModelVersion
+	spPrefix    string                      // asset path prefix cut from Sparkplug device ids
+	model       atomic.Pointer[ModelStatus] // see ModelStatus; replaced whole, never changed in place
 }
 
 // Load reads the gateway config at path, then its model files, compiles the
@@ -255,7 +255,7 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 			return nil, fmt.Errorf("sinks.mqtt: store and forward: %w", err)
 		}
 	}
-	g.modelVer.Store(modelFilesVersion(m))
+	g.model.Store(newModelStatus(cfg, m))
 	if sp := cfg.Sinks.Sparkplug; sp != nil {
 		g.spPrefix = presencePrefix(cfg, m)
 		if u := g.sparkplugURL(); u != "" {
@@ -353,17 +353,41 @@ func (g *Gateway) kafkaConfig(kc *KafkaConfig) kafka.Config {
 	return c
 }
 
-// ModelVersion identifies the model the gateway runs: for now a short hash
-// of the model files' contents (see ModelFilesVersion), "" when unknown.
-// Kafka records carry it in their model_version header.
-func (g *Gateway) ModelVersion() string {
-	v, _ := g.modelVer.Load().(string)
-	return v
+// ModelVersion identifies the model the gateway runs: a short hash of the
+// model files' contents (see ModelFilesVersion), "" when unknown. Kafka
+// records carry it in their model_version header.
+func (g *Gateway) ModelVersion() string { return g.model.Load().Version }
+
+// ModelStatus describes the running model and the last reload.
+func (g *Gateway) ModelStatus() ModelStatus {
+	st := *g.model.Load()
+	st.Files = slices.Clone(st.Files)
+	st.Errors = slices.Clone(st.Errors)
+	return st
 }
 
 // SetModelVersion replaces the model version, for models that were not
 // read from files on disk (the demo's embedded examples).
-func (g *Gateway) SetModelVersion(v string) { g.modelVer.Store(v) }
+func (g *Gateway) SetModelVersion(v string) {
+	st := *g.model.Load()
+	st.Version = v
+	g.model.Store(&st)
+}
+
+// newModelStatus describes model m, just loaded for cfg.
+func newModelStatus(cfg *Config, m *model.Model) *ModelStatus {
+	st := &ModelStatus{Version: modelFilesVersion(m), LoadedAt: time.Now()}
+	if m != nil {
+		st.Files = slices.Clone(m.Files)
+	}
+	switch {
+	case len(cfg.Models) > 0:
+		st.Git = gitVersionOf(cfg.Models[0])
+	case len(st.Files) > 0:
+		st.Git = gitVersionOf(st.Files[0])
+	}
+	return st
+}
 
 // modelFilesVersion is ModelFilesVersion of the files m was loaded from,
 // read again from disk; "" when one cannot be read (a model loaded from
