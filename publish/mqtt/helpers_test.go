@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mochi "github.com/mochi-mqtt/server/v2"
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
@@ -142,7 +143,11 @@ func subscribe(t testing.TB, addr string, tlsCfg *tls.Config, filters ...string)
 	}
 	s := &subscriber{}
 	s.c = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
+		// paho writes a packet in several Writes when the connection
+		// cannot take them in one (a tls.Conn does not): without its lock
+		// a PINGREQ or PUBACK can land inside a SUBSCRIBE, and the broker
+		// drops the client as malformed.
+		Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p := pr.Packet
 			d := delivered{Topic: p.Topic, Payload: string(p.Payload), Retain: p.Retain, QoS: p.QoS}
