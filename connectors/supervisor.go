@@ -106,6 +106,12 @@ type Status struct {
 	RetryAt       time.Time // next attempt, while StateReconnecting; zero otherwise
 	Sessions      uint64    // calls of Source.Run
 	Failures      uint64    // sessions that ended with an error
+	// LastGoodRead is the receive time of the newest GOOD sample the
+	// source emitted; zero before the first.
+	LastGoodRead time.Time
+	// Requests are the source's request counters and round trips, when it
+	// keeps a Meter (see Metered); zero otherwise.
+	Requests RequestStats
 }
 
 // errSessionEnded is recorded when a source's Run returns nil although its
@@ -138,6 +144,8 @@ type Supervisor struct {
 	// session numbers sessions, so a late emit from an ended session (a
 	// source that broke the contract) does not mark a later one connected.
 	session uint64
+
+	lastGood atomic.Int64 // unix ns, see Status.LastGoodRead
 
 	// rate-limited logging, used only by Run's goroutine
 	lastLog    time.Time
@@ -186,8 +194,26 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // Status returns a snapshot; safe for concurrent use.
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.status
+	st := s.status
+	s.mu.Unlock()
+	if ns := s.lastGood.Load(); ns != 0 {
+		st.LastGoodRead = time.Unix(0, ns)
+	}
+	if m, ok := s.src.(Metered); ok {
+		st.Requests = m.Meter().Stats()
+	}
+	return st
+}
+
+// noteGood remembers the receive time of the batch's first GOOD sample. A
+// batch is mostly all GOOD (one sample looked at) or all BAD.
+func (s *Supervisor) noteGood(batch []model.Sample) {
+	for i := range batch {
+		if batch[i].Quality == model.QualityGood && !batch[i].ReceiveTime.IsZero() {
+			s.lastGood.Store(batch[i].ReceiveTime.UnixNano())
+			return
+		}
+	}
 }
 
 // Run runs sessions until ctx is done or the source reports a
@@ -211,6 +237,7 @@ func (s *Supervisor) Run(ctx context.Context, emit Emit) {
 			if !connected.Load() && connected.CompareAndSwap(false, true) {
 				s.markConnected(id, prior)
 			}
+			s.noteGood(batch)
 			emit(batch)
 		})
 		if ctx.Err() != nil {

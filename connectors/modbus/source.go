@@ -18,7 +18,10 @@ import (
 	"github.com/unsgate/unsgate/model"
 )
 
-var _ connectors.Source = (*Source)(nil)
+var (
+	_ connectors.Source  = (*Source)(nil)
+	_ connectors.Metered = (*Source)(nil)
+)
 
 // Source polls one Modbus TCP device. Create it with New; it may run many
 // sessions one after the other, never two at once.
@@ -35,6 +38,7 @@ type Source struct {
 	stale       atomic.Uint64
 	timeouts    atomic.Uint64
 	lastLatency atomic.Int64
+	meter       connectors.Meter
 
 	// prevDone is the done channel of the last session's worker, which may
 	// outlive its session (a dial or a request in flight). Only Run touches
@@ -115,6 +119,10 @@ func (src *Source) Stats() Stats {
 		LastLatency: time.Duration(src.lastLatency.Load()),
 	}
 }
+
+// Meter counts the read requests and their round trips: an exception
+// answer is a failed request, a timeout or an I/O error a lost one.
+func (src *Source) Meter() *connectors.Meter { return &src.meter }
 
 // Run handles one session: it connects, then polls until ctx is done
 // (returning nil) or the connection breaks (returning the error). It never
@@ -497,11 +505,13 @@ func (ss *session) handle(st *reqState, rep *reply) error {
 		code, isExc := exceptionCode(rep.err)
 		if !isExc && !errors.Is(rep.err, mb.ErrBadUnitId) {
 			ss.src.errs.Add(1)
+			ss.src.meter.Lost()
 			return fmt.Errorf("modbus %s: read %s: %w%s", ss.s.name, r, rep.err, readHint(rep.err, ss.s.timeout))
 		}
 		ss.src.requests.Add(1)
 		ss.src.exceptions.Add(1)
 		ss.src.lastLatency.Store(int64(rep.recv.Sub(rep.sent)))
+		ss.src.meter.Answered(rep.recv.Sub(rep.sent), true)
 		if msg := rep.err.Error(); msg != st.lastErr {
 			st.lastErr = msg
 			ss.log.Warn("request failed", "request", r.String(), "err", rep.err, "hint", exceptionHint(rep.err, code))
@@ -511,6 +521,7 @@ func (ss *session) handle(st *reqState, rep *reply) error {
 	}
 	ss.src.requests.Add(1)
 	ss.src.lastLatency.Store(int64(rep.recv.Sub(rep.sent)))
+	ss.src.meter.Answered(rep.recv.Sub(rep.sent), false)
 	if st.lastErr != "" {
 		ss.log.Info("request recovered", "request", r.String())
 		st.lastErr = ""
@@ -548,6 +559,7 @@ func (ss *session) handle(st *reqState, rep *reply) error {
 func (ss *session) timedOut(st *reqState, rep *reply) error {
 	r := st.r
 	ss.src.timeouts.Add(1)
+	ss.src.meter.Lost()
 	ss.timeouts++
 	if ss.timeouts >= MaxTimeouts {
 		ss.src.errs.Add(1)

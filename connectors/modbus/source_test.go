@@ -270,6 +270,20 @@ func TestRunExceptionIsolated(t *testing.T) {
 	b.clearFaults()
 	c.waitFor(t, 5*time.Second, "recovered", all(good("bad1", model.UintValue(2)), good("bad2", model.FloatValue(0))))
 	run.stillRunning(t)
+
+	// The meter counts every answer, the exceptions as failed, and times
+	// each one.
+	run.cancel()
+	run.wait(t, 5*time.Second)
+	st, m := src.Stats(), src.Meter().Stats()
+	var timed uint64
+	for _, n := range m.Latency {
+		timed += n
+	}
+	if m.Requests != st.Requests || m.Failed != st.Exceptions || timed != m.Requests ||
+		m.LastLatency <= 0 || m.AvgLatency <= 0 || m.LatencySum < m.LastLatency {
+		t.Fatalf("meter %+v, stats %+v", m, st)
+	}
 }
 
 // PLC down: Run ends promptly with an error; PLC up again: a new Run works.
@@ -430,6 +444,10 @@ func TestRunTimeout(t *testing.T) {
 	}
 	if st := src.Stats(); st.Timeouts != MaxTimeouts || st.Errors != 1 || st.Requests != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+	// Unanswered requests are counted, failed, and not timed.
+	if m := src.Meter().Stats(); m.Requests != MaxTimeouts || m.Failed != MaxTimeouts || m.LatencySum != 0 || m.Latency != [len(connectors.LatencyBuckets) + 1]uint64{} {
+		t.Fatalf("meter %+v", m)
 	}
 }
 

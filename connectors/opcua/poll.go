@@ -139,12 +139,14 @@ func (ss *session) readBatch(ctx context.Context, idx []int, req *ua.ReadRequest
 	default:
 	}
 	rctx, cancel := ss.request(ctx)
+	sent := time.Now()
 	res, err := ss.c.Read(rctx, req)
 	cancel()
 	ss.src.reads.Add(1)
 	if ctx.Err() != nil {
 		return nil
 	}
+	ss.src.meterRead(time.Since(sent), err)
 	if err != nil {
 		return fmt.Errorf("opcua %s: read %d nodes: %w", ss.cfg.Name, len(idx), err)
 	}

@@ -97,7 +97,8 @@ func TestPollGroups(t *testing.T) {
 		}
 		rec.emit(b)
 	}
-	r := run(t, mustNew(t, cfg), emit)
+	src := mustNew(t, cfg)
+	r := run(t, src, emit)
 	rec.wait(t, "three reads of the slow tag", 5*time.Second, func() bool { return len(rec.all[slow]) >= 3 })
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
@@ -109,5 +110,10 @@ func TestPollGroups(t *testing.T) {
 	// Ideally 15 times as often; allow for a busy machine.
 	if nf < 3*ns {
 		t.Fatalf("fast tag read %d times, slow %d: want the fast one read far more often", nf, ns)
+	}
+	// Every read that emitted was metered, answered and timed (keep-alive
+	// reads of the server state come on top).
+	if m := src.Meter().Stats(); m.Requests < uint64(nf+ns) || m.Failed != 0 || m.LastLatency <= 0 || m.LatencySum < m.LastLatency {
+		t.Fatalf("meter %+v after %d reads", m, nf+ns)
 	}
 }

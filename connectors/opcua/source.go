@@ -23,7 +23,10 @@ import (
 	"github.com/unsgate/unsgate/model"
 )
 
-var _ connectors.Source = (*Source)(nil)
+var (
+	_ connectors.Source  = (*Source)(nil)
+	_ connectors.Metered = (*Source)(nil)
+)
 
 // minKeepAlive is the shortest KeepAlive: the watchdog reads every
 // KeepAlive/2 and needs a round trip within that.
@@ -67,6 +70,7 @@ type Source struct {
 	items         atomic.Int64
 	unresolved    atomic.Int64
 	unknown       atomic.Uint64
+	meter         connectors.Meter
 
 	// livenessRefused is set once a server refused the liveness item, so
 	// that is logged as a warning once.
@@ -124,6 +128,20 @@ func (src *Source) Stats() Stats {
 		Unresolved:                int(src.unresolved.Load()),
 		UnknownHandles:            src.unknown.Load(),
 	}
+}
+
+// Meter counts the Read requests (poll batches, first values and the
+// keep-alive reads of the server state, which in subscribe mode are most
+// of them) and their round trips. A Read that fails is lost: gopcua ends
+// the session on a service fault as on a broken connection.
+func (src *Source) Meter() *connectors.Meter { return &src.meter }
+
+func (src *Source) meterRead(took time.Duration, err error) {
+	if err != nil {
+		src.meter.Lost()
+		return
+	}
+	src.meter.Answered(took, false)
 }
 
 // configProblems collects every problem in a config so a user fixes it in
@@ -671,11 +689,13 @@ func (ss *session) startWatchdog(ctx context.Context) {
 			case <-t.C:
 			}
 			rctx, cancel := context.WithTimeout(ctx, period)
+			sent := time.Now()
 			res, err := ss.c.Read(rctx, req)
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
+			ss.src.meterRead(time.Since(sent), err)
 			if err == nil && (len(res.Results) != 1 || res.Results[0] == nil) {
 				err = fmt.Errorf("%d results for 1 node", len(res.Results))
 			}

@@ -85,6 +85,9 @@ type Server struct {
 	requests   atomic.Uint64
 	beforeRead atomic.Pointer[func(unit uint8, area model.Area, addr, quantity uint16)]
 
+	clientsMu sync.Mutex
+	clients   map[string]bool // remote host:port of every connection that sent a request
+
 	srv       *modbus.ModbusServer
 	addr      string
 	closed    chan struct{} // closed by Close, ends latency waits
@@ -180,6 +183,24 @@ func (s *Server) Close() error {
 // writes, including those answered with an exception. Frames the library
 // rejects on its own (malformed, quantity out of range) are not counted.
 func (s *Server) Requests() uint64 { return s.requests.Load() }
+
+// Connections counts the client connections that sent at least one
+// request, since the server started: a client that reconnects counts
+// again (each TCP connection has its own remote port).
+func (s *Server) Connections() int {
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	return len(s.clients)
+}
+
+func (s *Server) sawClient(addr string) {
+	s.clientsMu.Lock()
+	if s.clients == nil {
+		s.clients = map[string]bool{}
+	}
+	s.clients[addr] = true
+	s.clientsMu.Unlock()
+}
 
 // SetLatency delays every answer by d (0 = none), to make clients time out.
 func (s *Server) SetLatency(d time.Duration) {
@@ -396,17 +417,21 @@ func holdingTable(b *bank) *[tableSize]uint16 { return &b.holding }
 func inputTable(b *bank) *[tableSize]uint16   { return &b.input }
 
 func (h handler) HandleCoils(r *modbus.CoilsRequest) ([]bool, error) {
+	h.s.sawClient(r.ClientAddr)
 	return serve(h.s, r.UnitId, model.AreaCoil, r.Addr, r.Quantity, coilTable, r.IsWrite, r.Args)
 }
 
 func (h handler) HandleDiscreteInputs(r *modbus.DiscreteInputsRequest) ([]bool, error) {
+	h.s.sawClient(r.ClientAddr)
 	return serve[bool](h.s, r.UnitId, model.AreaDiscreteInput, r.Addr, r.Quantity, discreteTable, false, nil)
 }
 
 func (h handler) HandleHoldingRegisters(r *modbus.HoldingRegistersRequest) ([]uint16, error) {
+	h.s.sawClient(r.ClientAddr)
 	return serve(h.s, r.UnitId, model.AreaHoldingRegister, r.Addr, r.Quantity, holdingTable, r.IsWrite, r.Args)
 }
 
 func (h handler) HandleInputRegisters(r *modbus.InputRegistersRequest) ([]uint16, error) {
+	h.s.sawClient(r.ClientAddr)
 	return serve[uint16](h.s, r.UnitId, model.AreaInputRegister, r.Addr, r.Quantity, inputTable, false, nil)
 }

@@ -226,6 +226,27 @@ func TestRequestsCounter(t *testing.T) {
 	}
 }
 
+func TestConnectionsCounter(t *testing.T) {
+	s := listen(t)
+	c := dial(t, s, 1, 2*time.Second)
+	for range 3 {
+		if _, err := c.ReadRegisters(0, 1, modbus.HOLDING_REGISTER); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Connections(); n != 1 {
+		t.Fatalf("Connections = %d after 3 reads on one connection, want 1", n)
+	}
+	c.Close()
+	c2 := dial(t, s, 1, 2*time.Second)
+	if _, err := c2.ReadCoils(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Connections(); n != 2 {
+		t.Fatalf("Connections = %d after a second connection, want 2", n)
+	}
+}
+
 func TestLatencyMakesClientTimeOut(t *testing.T) {
 	s := listen(t)
 	s.SetLatency(time.Hour)
