@@ -6,7 +6,9 @@
 // Engine holds the mutable per-tag state for one Plan and maps batches of
 // samples to points: expression, enum mapping, declared datatype, quality
 // and timestamp rules, recomputation of derived tags, deadband /
-// report-by-exception and heartbeats.
+// report-by-exception and heartbeats. When the model is reloaded,
+// Engine.Successor makes the engine for the new Plan, carrying over the
+// state of every tag that did not change.
 //
 // Expression semantics are those of github.com/expr-lang/expr. Expressions
 // built only from numbers, booleans, strings, arithmetic, comparisons,

@@ -54,8 +54,8 @@ type Engine struct {
 }
 
 // tagState is one tag's mutable state. cur* is the latest harmonized
-// reading, raw* the latest sample for computed addressed tags, pub* what
-// was last published.
+// reading, raw* the latest sample of an addressed tag, pub* what was last
+// published.
 type tagState struct {
 	cur      model.Value
 	raw      model.Value
@@ -167,17 +167,20 @@ func (e *Engine) Apply(batch []model.Sample, out []model.Point) []model.Point {
 			e.logUnknown(s, c.wallNow())
 			continue
 		}
+		t := s.Time()
 		for _, ti := range p.groups[g] {
 			spec := &p.specs[ti]
 			st := &e.state[ti]
+			// Every addressed tag keeps its latest sample, so that a
+			// successor engine can evaluate a changed tag at once.
+			st.raw, st.rawQ, st.rawStale, st.rawT, st.rawSeen, st.rawSt = s.Value, s.Quality, s.Stale, t, true, s.Status
 			if spec.computed {
 				// Evaluated with its tag inputs in the dependency pass.
-				st.raw, st.rawQ, st.rawStale, st.rawT, st.rawSeen, st.rawSt = s.Value, s.Quality, s.Stale, s.Time(), true, s.Status
 				e.markDirty(ti, spec)
 				continue
 			}
 			v, q := e.harmonize(ti, spec, s.Value, s.Quality, &c)
-			out = e.update(ti, spec, v, q, s.Stale, s.Status, s.Time(), s.Value, out, &c)
+			out = e.update(ti, spec, v, q, s.Stale, s.Status, t, s.Value, out, &c)
 		}
 	}
 	out = e.recompute(out, &c)
