@@ -97,7 +97,9 @@ const (
 )
 
 // Fanout encodes each point once and queues the message for every sink.
-// Add the sinks, then Run; Publish and SetTags may be called at any time.
+// Add the sinks, then Run; Publish and SetTags may be called at any time,
+// and sinks may be added, replaced and removed while it runs (Add, Replace,
+// Remove), which a reload of the gateway's config needs.
 type Fanout struct {
 	log          *slog.Logger
 	queueLen     int
@@ -109,16 +111,27 @@ type Fanout struct {
 	// store; replaced whole by SetTags.
 	byTopic atomic.Pointer[map[string]*model.TagMeta]
 
-	mu      sync.Mutex // guards the fields below; Publish holds it while it encodes and queues
-	sinks   []*sinkEntry
-	formats []*format // the sinks grouped by wire format; UNS JSON first
-	tags    []*model.TagMeta
-	running bool
-	scratch []byte    // one point's encoding
-	chunk   []byte    // arena: payloads are cut from it and never written again
-	noMeta  uint64    // points without Meta, skipped
-	noMetaN uint64    // noMeta already logged
-	noMetaT time.Time // when noMeta was last logged
+	// ctl serialises changes of the sink set (Add, Replace, Remove) with
+	// each other and with Run's shutdown; Publish never takes it.
+	ctl sync.Mutex
+	// tagMu serialises handing tags to sinks (SetTags, Add, Replace), so
+	// that no sink ends up with older tags than the Fanout's.
+	tagMu sync.Mutex
+	// wake tells Run that a sink's Run returned.
+	wake chan struct{}
+
+	mu       sync.Mutex // guards the fields below; Publish holds it while it encodes and queues
+	sinks    []*sinkEntry
+	formats  []*format // the sinks grouped by wire format; UNS JSON first
+	tags     []*model.TagMeta
+	running  bool
+	stopping bool            // Run is shutting down or has returned: the sink set is fixed
+	sinkCtx  context.Context // parent of the running sinks' contexts
+	scratch  []byte          // one point's encoding
+	chunk    []byte          // arena: payloads are cut from it and never written again
+	noMeta   uint64          // points without Meta, skipped
+	noMetaN  uint64          // noMeta already logged
+	noMetaT  time.Time       // when noMeta was last logged
 }
 
 type sinkEntry struct {
@@ -127,7 +140,25 @@ type sinkEntry struct {
 	obs        Observer  // nil unless the sink is one
 	loggedDrop uint64    // Dropped() already reported in a log line
 	lastLog    time.Time // when the last drop line was logged
+
+	done chan struct{} // closed when the sink's Run has returned
+	err  error         // what Run returned; read after done is closed
+	seen bool          // Run has recorded the result (Fanout.Run's goroutine only)
+
+	// Set under Fanout.mu when the sink is started.
+	started bool
+	cancel  context.CancelFunc
 }
+
+func newEntry(s Sink, q *Queue) *sinkEntry {
+	e := &sinkEntry{sink: s, q: q, done: make(chan struct{})}
+	e.obs, _ = s.(Observer)
+	return e
+}
+
+// ErrStopped is returned by Add, Replace and Remove once Run is shutting
+// down: the set of sinks is then fixed.
+var ErrStopped = errors.New("publish: the fan-out is stopping")
 
 // NewFanout returns a Fanout without sinks.
 func NewFanout(opts Options) *Fanout {
@@ -141,17 +172,29 @@ func NewFanout(opts Options) *Fanout {
 		opts.FlushTimeout = DefaultFlushTimeout
 	}
 	return &Fanout{log: opts.Logger, queueLen: opts.QueueLen, flushTimeout: opts.FlushTimeout,
-		storeDir: opts.StoreDir, storeOpts: opts.Store}
+		storeDir: opts.StoreDir, storeOpts: opts.Store, wake: make(chan struct{}, 1)}
 }
 
-// Add registers a sink with its own queue. It must be called before Run
-// (it panics after), and gives the sink the tags set so far. With a
-// StoreDir it fails when the sink's store cannot be opened (or the sink's
-// name is not usable as a folder name).
+// Add registers a sink with its own queue and gives it the tags set so far.
+// Before Run the sink starts with Run; after, at once. Sink names must be
+// unique. With a StoreDir it fails when the sink's store cannot be opened
+// (or the sink's name is not usable as a folder name); what an earlier sink
+// of that name left in its store is sent first.
 func (f *Fanout) Add(s Sink) error {
+	f.ctl.Lock()
+	defer f.ctl.Unlock()
+	name := s.Name()
+	f.mu.Lock()
+	stopping, dup := f.stopping, f.find(name) != nil
+	f.mu.Unlock()
+	switch {
+	case stopping:
+		return ErrStopped
+	case dup:
+		return fmt.Errorf("publish: a sink named %q was already added", name)
+	}
 	q := (*Queue)(nil)
 	if f.storeDir != "" {
-		name := s.Name()
 		if !validSinkName(name) {
 			return fmt.Errorf("publish: sink name %q: use letters, digits, '-' and '_' (it names the sink's store folder)", name)
 		}
@@ -165,14 +208,9 @@ func (f *Fanout) Add(s Sink) error {
 	} else {
 		q = NewQueue(f.queueLen)
 	}
+	e := newEntry(s, q)
+	f.tagMu.Lock()
 	f.mu.Lock()
-	if f.running {
-		f.mu.Unlock()
-		q.Close()
-		panic("publish: Fanout.Add called after Run")
-	}
-	e := &sinkEntry{sink: s, q: q}
-	e.obs, _ = s.(Observer)
 	f.sinks = append(f.sinks, e)
 	fm := f.formatOf(s)
 	fm.sinks = append(fm.sinks, e)
@@ -181,7 +219,161 @@ func (f *Fanout) Add(s Sink) error {
 	if tags != nil {
 		s.SetTags(tags)
 	}
+	f.tagMu.Unlock()
+	f.mu.Lock()
+	if f.running {
+		f.start(e)
+	}
+	f.mu.Unlock()
 	return nil
+}
+
+// Replace puts s in the place of the sink with the same name: s takes over
+// that sink's queue, so nothing queued for it is lost, durable or not. The
+// old sink is stopped (its Run hands back what it had taken, per the Sink
+// contract) before s starts; Replace waits for that, however long the old
+// sink takes to honour its cancelled context. s must use the same wire
+// format. Sinks Replace removes are not run again.
+func (f *Fanout) Replace(s Sink) error {
+	f.ctl.Lock()
+	defer f.ctl.Unlock()
+	name := s.Name()
+	f.tagMu.Lock()
+	f.mu.Lock()
+	if f.stopping {
+		f.mu.Unlock()
+		f.tagMu.Unlock()
+		return ErrStopped
+	}
+	old := f.find(name)
+	if old == nil {
+		f.mu.Unlock()
+		f.tagMu.Unlock()
+		return fmt.Errorf("publish: replace: no sink named %q", name)
+	}
+	fm := f.formatOf(old.sink)
+	if encoderOf(s) != fm.enc {
+		f.mu.Unlock()
+		f.tagMu.Unlock()
+		return fmt.Errorf("publish: replace sink %s: the new sink uses another wire format", name)
+	}
+	e := newEntry(s, old.q)
+	e.loggedDrop, e.lastLog = old.loggedDrop, old.lastLog
+	tags := f.tags
+	f.mu.Unlock()
+	// The tags first, then the swap: Publish may queue for s (and tell it
+	// as an Observer) from the swap on.
+	if tags != nil {
+		s.SetTags(tags)
+	}
+	f.mu.Lock()
+	f.sinks[slices.Index(f.sinks, old)] = e
+	fm.sinks[slices.Index(fm.sinks, old)] = e
+	fm.obs = slices.ContainsFunc(fm.sinks, func(e *sinkEntry) bool { return e.obs != nil })
+	oldStarted := old.started
+	f.mu.Unlock()
+	f.tagMu.Unlock()
+
+	if oldStarted {
+		old.cancel()
+		<-old.done
+		if err := old.err; err != nil && !errors.Is(err, context.Canceled) {
+			f.log.Warn("replaced sink had stopped with an error", "sink", name, "err", err)
+		}
+	}
+	f.mu.Lock()
+	if f.running {
+		f.start(e)
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// Remove takes the sink named name out of the fan-out: nothing more is
+// queued for it; a running sink that is connected gets up to FlushTimeout
+// to deliver what its queue holds, then it is stopped and its queue
+// closed. What a durable queue still holds stays in its store, sent first
+// if a sink of that name is added again (also by a later process); what a
+// memory queue holds is dropped, and logged. It returns the error the
+// sink's Run returned, if any.
+func (f *Fanout) Remove(name string) error {
+	f.ctl.Lock()
+	defer f.ctl.Unlock()
+	f.mu.Lock()
+	if f.stopping {
+		f.mu.Unlock()
+		return ErrStopped
+	}
+	e := f.find(name)
+	if e == nil {
+		f.mu.Unlock()
+		return fmt.Errorf("publish: remove: no sink named %q", name)
+	}
+	f.sinks = slices.DeleteFunc(f.sinks, func(x *sinkEntry) bool { return x == e })
+	fm := f.formatOf(e.sink)
+	fm.sinks = slices.DeleteFunc(fm.sinks, func(x *sinkEntry) bool { return x == e })
+	fm.obs = slices.ContainsFunc(fm.sinks, func(e *sinkEntry) bool { return e.obs != nil })
+	started := e.started
+	f.mu.Unlock()
+
+	var err error
+	if started {
+		f.drain([]*sinkEntry{e})
+		e.cancel()
+		<-e.done
+		if e.err != nil && !errors.Is(e.err, context.Canceled) {
+			err = fmt.Errorf("sink %s: %w", name, e.err)
+		}
+	}
+	f.mu.Lock()
+	f.logDrops(e, time.Now().Add(dropLogInterval))
+	f.mu.Unlock()
+	if n := e.q.Len() + e.q.Taken(); n > 0 {
+		if e.q.Durable() {
+			f.log.Info("removed sink: messages not delivered stay stored", "sink", name, "messages", n)
+		} else {
+			f.log.Warn("removed sink: messages not delivered are dropped", "sink", name, "messages", n)
+		}
+	}
+	return errors.Join(err, e.q.Close())
+}
+
+// find returns the sink named name, or nil. Caller holds mu.
+func (f *Fanout) find(name string) *sinkEntry {
+	for _, e := range f.sinks {
+		if e.sink.Name() == name {
+			return e
+		}
+	}
+	return nil
+}
+
+// start runs e's sink under the sinks' context. Caller holds mu, and Run
+// has set sinkCtx.
+func (f *Fanout) start(e *sinkEntry) {
+	if e.started {
+		return // started already (Run and Add raced)
+	}
+	ctx, cancel := context.WithCancel(f.sinkCtx)
+	e.started, e.cancel = true, cancel
+	go func() {
+		e.err = e.sink.Run(ctx, e.q)
+		close(e.done)
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	}()
+}
+
+// stopped reports whether e's Run has returned.
+func (e *sinkEntry) stopped() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func validSinkName(name string) bool {
@@ -218,10 +410,7 @@ type format struct {
 
 // formatOf returns the format group of s, creating it. Caller holds mu.
 func (f *Fanout) formatOf(s Sink) *format {
-	var enc Encoder
-	if es, ok := s.(EncodingSink); ok {
-		enc = es.Encoder()
-	}
+	enc := encoderOf(s)
 	if len(f.formats) == 0 {
 		f.formats = append(f.formats, &format{}) // JSON, even when unused: the common case stays first
 	}
@@ -237,6 +426,14 @@ func (f *Fanout) formatOf(s Sink) *format {
 	_, fm.obs = s.(Observer)
 	f.formats = append(f.formats, fm)
 	return fm
+}
+
+// encoderOf is the sink's wire format: nil for UNS JSON.
+func encoderOf(s Sink) Encoder {
+	if es, ok := s.(EncodingSink); ok {
+		return es.Encoder()
+	}
+	return nil
 }
 
 // metaOf is the tag of a UNS path in the current tags, or a bare one (the
@@ -256,6 +453,8 @@ func (f *Fanout) metaOf(topic string) *model.TagMeta {
 // SetTags forwards the metadata of every tag to each sink (and to sinks
 // added later).
 func (f *Fanout) SetTags(tags []*model.TagMeta) {
+	f.tagMu.Lock()
+	defer f.tagMu.Unlock()
 	tags = slices.Clone(tags)
 	byTopic := make(map[string]*model.TagMeta, len(tags))
 	for _, t := range tags {
@@ -444,77 +643,95 @@ func (f *Fanout) Stats() []SinkStats {
 	return out
 }
 
-type sinkResult struct {
-	e   *sinkEntry
-	err error
-}
-
-// Run runs every sink until ctx is done. Then it waits, up to FlushTimeout,
-// until each connected sink has finished every message of its queue (see
-// Queue.Done; a disconnected sink is not waited for), stops the sinks and
-// waits for them to return. Whatever is still queued then stays in the
-// queues. It returns nil after a normal shutdown, or the errors of sinks
-// that stopped on their own (as soon as all of them have).
+// Run runs every sink, also those added later, until ctx is done. Then it
+// waits, up to FlushTimeout, until each connected sink has finished every
+// message of its queue (see Queue.Done; a disconnected sink is not waited
+// for), stops the sinks and waits for them to return. Whatever is still
+// queued then stays in the queues. It returns nil after a normal shutdown,
+// or the errors of sinks that stopped on their own (as soon as all of them
+// have).
 func (f *Fanout) Run(ctx context.Context) error {
 	f.mu.Lock()
-	if f.running {
+	if f.running || f.stopping {
 		f.mu.Unlock()
 		return errors.New("publish: Fanout.Run called twice")
 	}
-	f.running = true
-	sinks := slices.Clone(f.sinks)
-	f.mu.Unlock()
-
 	// Sinks get their own context so they can keep draining after ctx ends.
 	sinkCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
-	results := make(chan sinkResult, len(sinks))
-	for _, e := range sinks {
-		go func() { results <- sinkResult{e, e.sink.Run(sinkCtx, e.q)} }()
+	f.running, f.sinkCtx = true, sinkCtx
+	for _, e := range f.sinks {
+		f.start(e)
 	}
+	f.mu.Unlock()
+
 	tick := time.NewTicker(dropLogInterval)
 	defer tick.Stop()
 	// Durable queues mark what is queued while their sink is offline;
 	// looked at here, not in Publish, to keep Status off the hot path.
 	online := time.NewTicker(onlinePoll)
 	defer online.Stop()
-	f.markOnline(sinks)
+	f.markOnline(f.current())
 
 	var errs []error
-	stopped := map[*sinkEntry]bool{}
-	record := func(r sinkResult) {
-		stopped[r.e] = true
-		if r.err != nil && !errors.Is(r.err, context.Canceled) {
-			f.log.Error("sink stopped", "sink", r.e.sink.Name(), "err", r.err)
-			errs = append(errs, fmt.Errorf("sink %s: %w", r.e.sink.Name(), r.err))
+	// record notes the result of each sink that has stopped; it reports
+	// whether every sink has (and there is one).
+	record := func() bool {
+		f.mu.Lock()
+		sinks := slices.Clone(f.sinks)
+		f.mu.Unlock()
+		all := len(sinks) > 0
+		for _, e := range sinks {
+			if !e.stopped() {
+				all = false
+				continue
+			}
+			if e.seen {
+				continue
+			}
+			e.seen = true
+			if e.err != nil && !errors.Is(e.err, context.Canceled) {
+				f.log.Error("sink stopped", "sink", e.sink.Name(), "err", e.err)
+				errs = append(errs, fmt.Errorf("sink %s: %w", e.sink.Name(), e.err))
+			}
 		}
+		return all
 	}
 wait:
-	for len(stopped) < len(sinks) {
+	for {
 		select {
 		case <-ctx.Done():
 			break wait
-		case r := <-results:
-			record(r)
+		case <-f.wake:
+			if record() {
+				break wait
+			}
 		case <-online.C:
-			f.markOnline(sinks)
+			f.markOnline(f.current())
 		case now := <-tick.C:
 			f.mu.Lock()
-			for _, e := range sinks {
+			for _, e := range f.sinks {
 				f.logDrops(e, now)
 			}
 			f.mu.Unlock()
 		}
 	}
-	if len(sinks) == 0 {
-		<-ctx.Done()
-	}
 
-	f.drain(sinks, stopped, results, record)
+	// From here on the set of sinks is fixed; a change in progress ends
+	// first.
+	f.ctl.Lock()
+	f.mu.Lock()
+	f.stopping = true
+	sinks := slices.Clone(f.sinks)
+	f.mu.Unlock()
+	f.ctl.Unlock()
+
+	f.drain(sinks)
 	stop()
-	for len(stopped) < len(sinks) {
-		record(<-results)
+	for _, e := range sinks {
+		<-e.done
 	}
+	record()
 	f.mu.Lock()
 	for _, e := range sinks {
 		f.logDrops(e, time.Now().Add(dropLogInterval)) // final account, not rate-limited
@@ -529,6 +746,13 @@ wait:
 	}
 	f.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// current returns the sinks now in the fan-out.
+func (f *Fanout) current() []*sinkEntry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sinks)
 }
 
 // onlinePoll is how often Run tells durable queues whether their sink is
@@ -546,9 +770,9 @@ func (f *Fanout) markOnline(sinks []*sinkEntry) {
 // drainPoll is how often drain looks at the sinks; shutdown only.
 const drainPoll = 5 * time.Millisecond
 
-// drain waits until every running, connected sink has an empty queue and
-// nothing taken, or FlushTimeout passes.
-func (f *Fanout) drain(sinks []*sinkEntry, stopped map[*sinkEntry]bool, results <-chan sinkResult, record func(sinkResult)) {
+// drain waits until every running, connected sink of sinks has an empty
+// queue and nothing taken, or FlushTimeout passes.
+func (f *Fanout) drain(sinks []*sinkEntry) {
 	deadline := time.NewTimer(f.flushTimeout)
 	defer deadline.Stop()
 	poll := time.NewTicker(drainPoll)
@@ -556,7 +780,7 @@ func (f *Fanout) drain(sinks []*sinkEntry, stopped map[*sinkEntry]bool, results 
 	for {
 		busy := 0
 		for _, e := range sinks {
-			if stopped[e] {
+			if e.stopped() {
 				continue
 			}
 			if !e.q.idle() && e.sink.Status().Connected {
@@ -570,8 +794,6 @@ func (f *Fanout) drain(sinks []*sinkEntry, stopped map[*sinkEntry]bool, results 
 		case <-deadline.C:
 			f.log.Warn("flush timeout: stopping sinks with messages still queued", "timeout", f.flushTimeout)
 			return
-		case r := <-results:
-			record(r)
 		case <-poll.C:
 		}
 	}
