@@ -129,7 +129,7 @@ func RunBench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	}
 	defer os.RemoveAll(dataDir)
 	cfg, err := ParseConfig("bench.yaml", []byte(fmt.Sprintf(
-		"id: bench\nmodels: [bench.yaml]\ndata_dir: %q\nshutdown_timeout: 5s\nsources:\n  plc: {url: %q, poll: %s, timeout: 2s}\n%s",
+		"id: bench\nmodels: [bench.yaml]\ndata_dir: %q\nshutdown_timeout: 5s\nhttp: {disabled: true}\nsources:\n  plc: {url: %q, poll: %s, timeout: 2s}\n%s",
 		dataDir, plc.URL(), o.Poll, benchSink(o.Broker))), func(string) (string, bool) { return "", false })
 	if err != nil {
 		return res, err

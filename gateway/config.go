@@ -47,6 +47,34 @@ type Config struct {
 	Sinks           SinksConfig              `yaml:"sinks"`
 	Broker          *BrokerConfig            `yaml:"broker"`
 	Store           StoreConfig              `yaml:"store"`
+	HTTP            HTTPConfig               `yaml:"http"`
+	Reload          ReloadConfig             `yaml:"reload"`
+
+	// fromDisk is set by LoadConfig: only such a config is watched and
+	// read again by ReloadFiles.
+	fromDisk bool
+}
+
+// ReloadConfig is how the gateway notices changed config and model files
+// (see README, "Hot reload"). Both keys take effect at the reload that
+// changes them.
+type ReloadConfig struct {
+	Pos model.Pos `yaml:"-"`
+	// Watch checks the files for changes every Interval (default true);
+	// with false only SIGHUP reloads.
+	Watch *bool `yaml:"watch"`
+	// Interval is how often the files are checked (default 2s). A change is
+	// applied once the files have stayed the same for one more interval,
+	// so an editor or a git checkout that writes several files is done.
+	Interval time.Duration `yaml:"interval"`
+}
+
+// DefaultReloadInterval is how often the files are checked by default.
+const DefaultReloadInterval = 2 * time.Second
+
+// watching reports whether the files are watched, and how often.
+func (r *ReloadConfig) watching() (time.Duration, bool) {
+	return r.Interval, r.Watch == nil || *r.Watch
 }
 
 // StoreConfig is store and forward: every sink's queue is kept on disk
@@ -110,6 +138,10 @@ func (s *StoreConfig) validate(diags *model.Diagnostics) {
 }
 
 const minStoreBytes = 1 << 20
+
+// minReloadInterval bounds how often the files are read; tests go this
+// low, a box needs no less than the default.
+const minReloadInterval = 10 * time.Millisecond
 
 // parseBytes reads a size: a number of bytes, optionally with a unit: B,
 // KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024).
@@ -315,7 +347,11 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data, os.LookupEnv)
+	cfg, err := ParseConfig(path, data, os.LookupEnv)
+	if cfg != nil {
+		cfg.fromDisk = true
+	}
+	return cfg, err
 }
 
 // ParseConfig is LoadConfig on bytes already read; lookup resolves ${VAR}.
@@ -403,6 +439,9 @@ func (c *Config) applyDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.Reload.Interval == 0 {
+		c.Reload.Interval = DefaultReloadInterval
+	}
 	for name, s := range c.Sources {
 		if s == nil {
 			continue
@@ -451,6 +490,7 @@ func (c *Config) applyDefaults() {
 			sp.EdgeNodeID.V = c.ID
 		}
 	}
+	c.HTTP.applyDefaults()
 	if c.EmbeddedBroker() {
 		if c.Broker == nil {
 			c.Broker = &BrokerConfig{Pos: c.Pos}
@@ -531,6 +571,10 @@ func (c *Config) validate(diags *model.Diagnostics) {
 		sp.validate(diags)
 	}
 	c.Store.validate(diags)
+	c.HTTP.validate(c, diags)
+	if r := c.Reload; r.Interval < minReloadInterval {
+		diags.Add(r.Pos, "reload.interval %v: at least %v (the default is %v)", r.Interval, minReloadInterval, DefaultReloadInterval)
+	}
 	if b := c.Broker; b != nil && b.Listen.V != "" {
 		if _, _, err := net.SplitHostPort(b.Listen.V); err != nil {
 			diags.Add(b.Listen.Pos, "broker.listen %q: want host:port, e.g. 127.0.0.1:1883", b.Listen.V)

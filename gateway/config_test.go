@@ -327,3 +327,24 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigReload(t *testing.T) {
+	cfg, err := ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, on := cfg.Reload.watching(); d != DefaultReloadInterval || !on {
+		t.Errorf("default: every %v, watching %v; want every %v, watching", d, on, DefaultReloadInterval)
+	}
+	cfg, err = ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\nreload: {watch: false, interval: 500ms}\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, on := cfg.Reload.watching(); d != 500*time.Millisecond || on {
+		t.Errorf("every %v, watching %v; want every 500ms, not watching", d, on)
+	}
+	_, err = ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\nreload:\n  interval: 1ms\n"), env(nil))
+	if want := "gw.yaml:4:3: reload.interval 1ms: at least 10ms (the default is 2s)"; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+}

@@ -23,6 +23,11 @@ import (
 type DemoOptions struct {
 	// MQTTListen is the embedded broker's address (default 127.0.0.1:1883).
 	MQTTListen string
+	// HTTPListen is the status page's address (default 127.0.0.1:8080).
+	// Beyond loopback it needs HTTPToken.
+	HTTPListen string
+	// HTTPToken, if set, is the status page's token (http.token).
+	HTTPToken string
 	// KafkaBrokers, if set, adds a Kafka sink producing to these seed
 	// brokers (host:port) with the default topic.
 	KafkaBrokers []string
@@ -92,6 +97,9 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if opts.MQTTListen == "" {
 		opts.MQTTListen = DefaultBrokerListen
 	}
+	if opts.HTTPListen == "" {
+		opts.HTTPListen = DefaultHTTPListen
+	}
 	if opts.Out == nil {
 		opts.Out = io.Discard
 	}
@@ -141,6 +149,10 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if err != nil {
 		return err
 	}
+	cfg.HTTP.Token.V = opts.HTTPToken
+	if err := cfg.SetHTTPListen(opts.HTTPListen); err != nil {
+		return fmt.Errorf("%w (the demo's token: --http-token-env)", err)
+	}
 	m, plan, err := CompileModel(cfg, m)
 	if err != nil {
 		return fmt.Errorf("example models:\n%w", err)
@@ -170,6 +182,10 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 		fmt.Fprintf(opts.Out, "  Sparkplug B    %s/%s/+/%s (edge node; devices are the assets)\n", sparkplug.Namespace, defaultGroupID(g.spPrefix, cfg.ID), cfg.ID)
 	}
 	fmt.Fprintf(opts.Out, "  presence       %s\n", g.PresenceTopic())
+	fmt.Fprintf(opts.Out, "Status page: %s\n", g.StatusURL())
+	if host, _, _ := net.SplitHostPort(g.HTTPAddr()); !isLoopbackHost(host) {
+		fmt.Fprintf(opts.Out, "  listening on %s: from another device use this box's address; log in with the token\n", g.HTTPAddr())
+	}
 	fmt.Fprintf(opts.Out, "Watch the namespace from another shell:\n")
 	fmt.Fprintf(opts.Out, "  go run ./cmd/unsgate sub --broker %s '#'\n", addr)
 	host, port, _ := net.SplitHostPort(addr) // the broker's own bound address

@@ -19,7 +19,7 @@ func TestDemoPublishesUNS(t *testing.T) {
 	var banner strings.Builder
 	errc := make(chan error, 1)
 	go func() {
-		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", Models: models.FS, Out: &banner, Seed: 7,
+		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Models: models.FS, Out: &banner, Seed: 7,
 			Started: func(g *Gateway) { gw <- g }})
 	}()
 	var g *Gateway
@@ -32,6 +32,9 @@ func TestDemoPublishesUNS(t *testing.T) {
 	}
 	if !strings.Contains(banner.String(), g.BrokerAddr()) || !strings.Contains(banner.String(), "opc.tcp://127.0.0.1:") {
 		t.Errorf("banner does not print the broker address %s:\n%s", g.BrokerAddr(), banner.String())
+	}
+	if u := g.StatusURL(); u == "" || !strings.Contains(banner.String(), "Status page: "+u+"\n") {
+		t.Errorf("banner does not print the status page %q:\n%s", u, banner.String())
 	}
 	sub := subscribe(t, g.BrokerAddr(), "#")
 	const speed = "acme/munich/bottling/line1/filler1/speed"
@@ -69,6 +72,18 @@ func TestDemoPublishesUNS(t *testing.T) {
 		"acme/munich/bottling/line2/capper1/runtime",
 	} {
 		waitFor(t, 5*time.Second, topic, func() bool { u, ok := sub.value(topic); return ok && u.Quality == "GOOD" })
+	}
+	// The status page shows both sources connected and line 2's tags.
+	base := strings.TrimSuffix(g.StatusURL(), "/")
+	waitFor(t, 5*time.Second, "both sources connected on the status page", func() bool {
+		var st statusReport
+		getJSON(t, base+"/api/v1/status", &st)
+		return len(st.Sources) == 2 && st.Sources[0].State == "connected" && st.Sources[1].State == "connected" && st.Ready.OK
+	})
+	var line2 tagsJSON
+	getJSON(t, base+"/api/v1/tags?filter=line2/filler1/speed", &line2)
+	if len(line2.Tags) != 1 || line2.Tags[0].Quality != "GOOD" {
+		t.Errorf("line 2 speed on the status page: %+v", line2)
 	}
 	if _, ok := sub.raw(speed + "/_meta"); !ok {
 		t.Errorf("no _meta for %s", speed)

@@ -18,9 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/unsgate/unsgate/connectors"
-	"github.com/unsgate/unsgate/connectors/modbus"
-	"github.com/unsgate/unsgate/connectors/opcua"
 	"github.com/unsgate/unsgate/harmonize"
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish"
@@ -36,27 +33,56 @@ const shutdownSlack = 5 * time.Second
 
 // Gateway is one running unsgate instance: sources -> engine -> fan-out.
 type Gateway struct {
+	// cfg is the config the gateway was made with. Settings that cannot
+	// change at run time are read from it; what a reload may change
+	// (sources, sinks.mqtt, sinks.kafka, models, reload) is in applied.
 	cfg      *Config
 	presence string // the presence topic, fixed at New
-	plan     *harmonize.Plan
 	logger   *slog.Logger
 
 	// mu serialises the engine: sources call emit from their own
 	// goroutines, the engine is single-threaded by design, and Apply plus
 	// Publish (which only encodes and enqueues) take microseconds, so a
-	// mutex is cheaper than a channel hop and copies no samples.
+	// mutex is cheaper than a channel hop and copies no samples. A reload
+	// swaps plan and engine under it.
 	mu     sync.Mutex
+	plan   *harmonize.Plan
 	engine *harmonize.Engine
 	points []model.Point
 
-	sources     []*connectors.Supervisor
-	sourceNames []string
-	fanout      *publish.Fanout
-	broker      *broker.Broker
-	kafka       *kafka.Sink // added to the fan-out in Run, after the MQTT sink
-	sparkplug   *sparkplug.Sink
-	spPrefix    string                      // asset path prefix cut from Sparkplug device ids
-	model       atomic.Pointer[ModelStatus] // see ModelStatus; replaced whole, never changed in place
+	fanout    *publish.Fanout
+	broker    *broker.Broker
+	kafka     *kafka.Sink // added to the fan-out in Run, after the MQTT sink
+	sparkplug *sparkplug.Sink
+	spPrefix  string                      // asset path prefix cut from Sparkplug device ids
+	model     atomic.Pointer[ModelStatus] // see ModelStatus; replaced whole, never changed in place
+
+	// life guards what Run starts and Reload changes: the sources, the
+	// reloadable sinks and the applied config. Reload holds it throughout.
+	life      sync.Mutex
+	applied   atomic.Pointer[Config] // written under life; read without it (the status page)
+	running   bool                   // Run has started the sources and not begun to stop
+	srcCtx    context.Context        // parent of the sources' contexts while running
+	srcWG     sync.WaitGroup         // the sources' goroutines
+	mqttSpec  *mqtt.Config           // the sinks.mqtt JSON sink's config; nil without one
+	kafkaSpec *kafka.Config          // the Kafka sink's config, without its funcs; nil without one
+
+	// srcMu guards sources, which is replaced whole (Stats reads it while a
+	// reload may hold life for long).
+	srcMu   sync.Mutex
+	sources []*sourceRun // sorted by name
+
+	// fileMu serialises ReloadFiles (the watcher and SIGHUP); fileSum is
+	// the fingerprint of the files as they were last loaded; override, see
+	// SetConfigOverride.
+	fileMu   sync.Mutex
+	fileSum  string
+	override func(*Config) error
+
+	// Status page: live holds every tag's latest point and recent
+	// values (fed by emit and tick), web the HTTP server while Run runs.
+	live *liveStore
+	web  *webServer
 }
 
 // Load reads the gateway config at path, then its model files, compiles the
@@ -181,7 +207,12 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 	// The model itself is not kept: the plan holds what runs, and the
 	// loaded model is the largest structure a big plant has.
 	g := &Gateway{cfg: cfg, presence: presenceTopic(cfg, m), plan: plan, logger: logger}
+	g.applied.Store(cfg)
+	if cfg.fromDisk {
+		g.fileSum = filesSum(watchedPaths(cfg))
+	}
 	g.engine = harmonize.NewEngine(plan, harmonize.Options{Logger: logger})
+	g.live = newLiveStore(plan.Tags())
 	queueLen := 0
 	if cfg.Sinks.MQTT != nil {
 		queueLen = cfg.Sinks.MQTT.QueueLen
@@ -192,68 +223,27 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 	}
 	g.fanout = publish.NewFanout(fopts)
 
-	mbTags := map[string][]modbus.Tag{}
-	uaTags := map[string][]opcua.Tag{}
-	for _, b := range plan.Bindings() {
-		sc := cfg.Sources[b.Source]
-		if sc == nil {
-			return nil, fmt.Errorf("model names source %q, which the config does not define", b.Source)
-		}
-		switch {
-		case b.Address != nil && b.Address.Modbus != nil && sc.Protocol() == model.ProtocolModbus:
-			mbTags[b.Source] = append(mbTags[b.Source], modbus.Tag{Key: b.Key, Addr: *b.Address.Modbus, Poll: b.Poll})
-		case b.Address != nil && b.Address.OPCUA != nil && sc.Protocol() == model.ProtocolOPCUA:
-			uaTags[b.Source] = append(uaTags[b.Source], opcua.Tag{Key: b.Key, Addr: *b.Address.OPCUA, Poll: b.Poll})
-		default:
-			// CompileModel reports this with positions; New is also
-			// called by code that skipped it.
-			return nil, fmt.Errorf("source %s: address %q is not a %s address", b.Source, b.Key, sc.Protocol())
-		}
+	specs, err := sourceSpecs(cfg, plan)
+	if err != nil {
+		return nil, err
 	}
-	names := slices.Sorted(maps.Keys(mbTags))
-	names = append(names, slices.Sorted(maps.Keys(uaTags))...)
-	slices.Sort(names)
-	for _, name := range names {
-		sc := cfg.Sources[name]
-		var src connectors.Source
-		var err error
-		if sc.Protocol() == model.ProtocolOPCUA {
-			c := sc.opcuaConfig(defaultAppURI(cfg.ID), uaTags[name])
-			c.Logger = logger
-			src, err = opcua.New(c)
-		} else {
-			src, err = modbus.New(modbus.Config{
-				Name: name, URL: sc.URL.V, UnitID: sc.UnitID.V, Poll: sc.Poll, Timeout: sc.Timeout,
-				Pause: sc.Pause.V, MaxGap: sc.MaxGap.V, MaxBitGap: sc.MaxBitGap.V, StaleAfter: sc.StaleAfter.V,
-				Tags: mbTags[name], Logger: logger,
-			})
-		}
+	for _, name := range slices.Sorted(maps.Keys(specs)) {
+		src, err := g.newSource(name, specs[name])
 		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", name, err)
+			return nil, err
 		}
-		g.sourceNames = append(g.sourceNames, name)
-		sup := connectors.NewSupervisor(src, connectors.Backoff{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}, logger)
-		// Stateful sinks (Sparkplug) hear of sources going up and down in
-		// order with their points: DBIRTH and DDEATH of their devices.
-		sup.OnState(func(st connectors.State) {
-			switch st {
-			case connectors.StateConnected:
-				g.fanout.SourceState(name, true)
-			case connectors.StateReconnecting, connectors.StateFailed:
-				g.fanout.SourceState(name, false)
-			}
-		})
-		g.sources = append(g.sources, sup)
+		g.sources = append(g.sources, src)
 	}
 
-	if mc := cfg.Sinks.MQTT; mc != nil && cfg.JSONOverMQTT() {
-		sink, err := mqtt.New(g.mqttConfig(mc, mc.URL.V))
+	if mc := g.jsonSinkSpec(cfg); mc != nil {
+		sink, err := mqtt.New(*mc)
 		if err != nil {
 			return nil, fmt.Errorf("sinks.mqtt: %w", err)
 		}
 		if err := g.fanout.Add(sink); err != nil {
 			return nil, fmt.Errorf("sinks.mqtt: store and forward: %w", err)
 		}
+		g.mqttSpec = mc
 	}
 	g.model.Store(newModelStatus(cfg, m))
 	if sp := cfg.Sinks.Sparkplug; sp != nil {
@@ -264,12 +254,12 @@ func New(cfg *Config, m *model.Model, plan *harmonize.Plan, logger *slog.Logger)
 			}
 		}
 	}
-	if kc := cfg.Sinks.Kafka; kc != nil {
-		sink, err := kafka.New(g.kafkaConfig(kc))
+	if kc := kafkaSpec(cfg); kc != nil {
+		sink, err := g.newKafka(kc)
 		if err != nil {
-			return nil, fmt.Errorf("sinks.kafka: %w", err)
+			return nil, err
 		}
-		g.kafka = sink
+		g.kafka, g.kafkaSpec = sink, kc
 	}
 	return g, nil
 }
@@ -331,11 +321,18 @@ func defaultGroupID(prefix, id string) string {
 	return prefix[strings.LastIndexByte(prefix, '/')+1:]
 }
 
-func (g *Gateway) kafkaConfig(kc *KafkaConfig) kafka.Config {
+// kafkaSpec is the Kafka sink's config for cfg, without Logger and
+// ModelVersion (see newKafka), so that two can be compared; nil when cfg
+// has no Kafka sink.
+func kafkaSpec(cfg *Config) *kafka.Config {
+	kc := cfg.Sinks.Kafka
+	if kc == nil {
+		return nil
+	}
 	c := kafka.Config{
 		ClientID: kc.ClientID, Topic: kc.Topic.V, StateTopic: kc.StateTopic.V,
 		Compression: kc.Compression.V, Linger: kc.Linger.V, BatchBytes: kc.BatchBytes.V,
-		GatewayID: g.cfg.ID, ModelVersion: g.ModelVersion, Logger: g.logger,
+		GatewayID: cfg.ID,
 	}
 	for _, b := range kc.Brokers {
 		c.Brokers = append(c.Brokers, b.V)
@@ -350,7 +347,18 @@ func (g *Gateway) kafkaConfig(kc *KafkaConfig) kafka.Config {
 	if s := kc.SASL; s != nil {
 		c.SASL = kafka.SASL{Mechanism: s.Mechanism.V, Username: s.Username.V, Password: s.Password}
 	}
-	return c
+	return &c
+}
+
+// newKafka makes the Kafka sink of spec.
+func (g *Gateway) newKafka(spec *kafka.Config) (*kafka.Sink, error) {
+	c := *spec
+	c.ModelVersion, c.Logger = g.ModelVersion, g.logger
+	sink, err := kafka.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("sinks.kafka: %w", err)
+	}
+	return sink, nil
 }
 
 // ModelVersion identifies the model the gateway runs: a short hash of the
@@ -367,10 +375,12 @@ func (g *Gateway) ModelStatus() ModelStatus {
 }
 
 // SetModelVersion replaces the model version, for models that were not
-// read from files on disk (the demo's embedded examples).
+// read from files on disk (the demo's embedded examples); they have no
+// git version.
 func (g *Gateway) SetModelVersion(v string) {
 	st := *g.model.Load()
 	st.Version = v
+	st.Git = nil // no folder on disk to ask git about
 	g.model.Store(&st)
 }
 
@@ -421,6 +431,18 @@ func ModelFilesVersion(files []model.File) string {
 		h.Write(s[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// jsonSinkSpec is the config of the JSON UNS sink on the broker of
+// sinks.mqtt; nil when cfg has none (no sinks.mqtt, the embedded broker,
+// or Sparkplug instead of JSON).
+func (g *Gateway) jsonSinkSpec(cfg *Config) *mqtt.Config {
+	mc := cfg.Sinks.MQTT
+	if mc == nil || !cfg.JSONOverMQTT() {
+		return nil
+	}
+	c := g.mqttConfig(mc, mc.URL.V)
+	return &c
 }
 
 func (g *Gateway) mqttConfig(mc *MQTTConfig, u string) mqtt.Config {
@@ -488,6 +510,7 @@ func (g *Gateway) emit(batch []model.Sample) {
 	g.points = g.engine.Apply(batch, g.points[:0])
 	if len(g.points) > 0 {
 		g.fanout.Publish(g.points)
+		g.live.Record(g.points)
 	}
 }
 
@@ -497,6 +520,7 @@ func (g *Gateway) tick(now time.Time) {
 	g.points = g.engine.Tick(now, g.points[:0])
 	if len(g.points) > 0 {
 		g.fanout.Publish(g.points)
+		g.live.Record(g.points)
 	}
 }
 
@@ -508,6 +532,13 @@ func (g *Gateway) tick(now time.Time) {
 func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 	// The sinks' stores stay open until here (Fanout.Run closes them too).
 	defer g.fanout.Close()
+	// The status page first: it shows the start-up too, and a port in
+	// use stops the start before anything connects.
+	stopHTTP, err := g.startHTTP()
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
 	if g.cfg.EmbeddedBroker() {
 		b, err := broker.Start(g.cfg.Broker.Listen.V, g.logger.With("component", "broker"))
 		if err != nil {
@@ -537,19 +568,27 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 			return fmt.Errorf("sinks.kafka: store and forward: %w", err)
 		}
 	}
-	g.fanout.SetTags(g.plan.Tags()) // every sink is added by now
+	tags := g.plan.Tags()  // no reload before the sources run
+	g.fanout.SetTags(tags) // every sink is added by now
 
 	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSinks()
 	fanDone := make(chan error, 1)
 	go func() { fanDone <- g.fanout.Run(sinkCtx) }()
 
+	g.life.Lock()
+	g.srcCtx, g.running = ctx, true
+	for _, s := range g.sourceList() {
+		g.startSource(s)
+	}
+	g.life.Unlock()
+
 	var wg sync.WaitGroup
-	for _, s := range g.sources {
+	if g.cfg.fromDisk {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Run(ctx, g.emit)
+			g.watch(ctx)
 		}()
 	}
 	wg.Add(1)
@@ -566,14 +605,19 @@ func (g *Gateway) Run(ctx context.Context, started chan<- struct{}) error {
 			}
 		}
 	}()
-	g.logger.Info("gateway running", "id", g.cfg.ID, "sources", len(g.sources), "tags", len(g.plan.Tags()),
+	g.logger.Info("gateway running", "id", g.cfg.ID, "sources", len(g.sourceList()), "tags", len(tags),
 		"broker", g.BrokerAddr())
 	if started != nil {
 		close(started)
 	}
 
 	<-ctx.Done()
+	// A reload in progress ends first; none starts after.
+	g.life.Lock()
+	g.running = false
+	g.life.Unlock()
 	wg.Wait()
+	g.srcWG.Wait()
 	// Sources are stopped; now let the sinks drain within the bound.
 	stopSinks()
 	select {

@@ -28,7 +28,7 @@ assets:
 // urls, with an embedded broker on a free port.
 func startGateway(t *testing.T, modelText string, urls map[string]string) (*Gateway, context.CancelFunc, <-chan error) {
 	t.Helper()
-	text := "id: gw-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nsources:\n"
+	text := "id: gw-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"127.0.0.1:0\"}\nsources:\n"
 	for name, u := range urls {
 		text += "  " + name + ": {url: \"" + u + "\", poll: 100ms, timeout: 300ms, backoff: {initial: 50ms, max: 200ms}}\n"
 	}

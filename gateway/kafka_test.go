@@ -38,7 +38,7 @@ func TestGatewayPublishesToMQTTAndKafka(t *testing.T) {
 	plc1.SetHolding(1, 0, 123)
 	plc2.SetHolding(1, 0, 456)
 
-	text := "id: gw-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nsources:\n" +
+	text := "id: gw-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"127.0.0.1:0\"}\nsources:\n" +
 		"  plc1: {url: \"" + plc1.URL() + "\", poll: 100ms, timeout: 300ms}\n" +
 		"  plc2: {url: \"" + plc2.URL() + "\", poll: 100ms, timeout: 300ms}\n" +
 		"sinks:\n  kafka:\n    brokers: [\"" + cluster.ListenAddrs()[0] + "\"]\n" +
@@ -171,7 +171,7 @@ func TestDemoWithKafka(t *testing.T) {
 	started := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() {
-		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", KafkaBrokers: cluster.ListenAddrs(), Models: models.FS,
+		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", KafkaBrokers: cluster.ListenAddrs(), Models: models.FS,
 			Out: &banner, Seed: 3, Started: func(*Gateway) { close(started) }})
 	}()
 	defer func() {

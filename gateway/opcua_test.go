@@ -44,7 +44,7 @@ assets:
   line9/oven: {type: Oven, source: ua1}
   line9/pump: {type: Pump, source: plc1}
 `
-	cfgText := "id: gw-ua\nmodels: [m.yaml]\ndata_dir: " + t.TempDir() + "\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nsources:\n" +
+	cfgText := "id: gw-ua\nmodels: [m.yaml]\ndata_dir: " + t.TempDir() + "\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"127.0.0.1:0\"}\nsources:\n" +
 		"  ua1: {url: \"" + ua.Endpoint() + "\", security_policy: None, publishing_interval: 100ms, keepalive: 1s, timeout: 1s, backoff: {initial: 50ms, max: 300ms}}\n" +
 		"  plc1: {url: \"" + plc.URL() + "\", poll: 100ms, timeout: 300ms}\n"
 	cfg, err := ParseConfig("gw.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })

@@ -104,6 +104,7 @@ func TestGatewaySIGKILLDuringOutage(t *testing.T) {
 models: [m.yaml]
 data_dir: data
 shutdown_timeout: 10s
+http: {listen: "127.0.0.1:0"}
 sources:
   plc: {url: %q, poll: 10ms, timeout: 500ms, backoff: {initial: 50ms, max: 200ms}}
 sinks:

@@ -58,7 +58,7 @@ const (
 // NBIRTH on.
 func startSparkplugGateway(t *testing.T, modelText string, urls map[string]string) *Gateway {
 	t.Helper()
-	text := "id: " + spEdge + "\nmodels: [m.yaml]\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nsources:\n"
+	text := "id: " + spEdge + "\nmodels: [m.yaml]\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"127.0.0.1:0\"}\nsources:\n"
 	for _, name := range slices.Sorted(maps.Keys(urls)) {
 		// No stale marking and a generous timeout: a loaded machine must not
 		// make values UNCERTAIN or BAD other than by the PLC going away.

@@ -21,9 +21,12 @@ type SourceStats struct {
 
 // Stats returns the current counters of the engine, sources and sinks.
 func (g *Gateway) Stats() Stats {
-	st := Stats{Engine: g.engine.Stats(), Sinks: g.fanout.Stats()}
-	for i, s := range g.sources {
-		st.Sources = append(st.Sources, SourceStats{Name: g.sourceNames[i], Status: s.Status()})
+	g.mu.Lock()
+	engine := g.engine // replaced by a reload
+	g.mu.Unlock()
+	st := Stats{Engine: engine.Stats(), Sinks: g.fanout.Stats()}
+	for _, s := range g.sourceList() {
+		st.Sources = append(st.Sources, SourceStats{Name: s.name, Status: s.sup.Status()})
 	}
 	return st
 }

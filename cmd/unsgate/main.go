@@ -18,11 +18,13 @@ import (
 const usage = `unsgate - Unified Namespace gateway: PLC tags in, ISA-95 UNS out.
 
 Usage:
-  unsgate run --config FILE          run the gateway
+  unsgate run --config FILE [--http-listen ADDR]
+                                     run the gateway (status page on 127.0.0.1:8080)
   unsgate validate PATH...           check model files, model folders and gateway configs
   unsgate browse ENDPOINT [--node ID] [--depth N]
                                      list an OPC UA server's variables and print a model skeleton
-  unsgate demo [--mqtt-listen ADDR]  simulated bottling line + embedded broker
+  unsgate demo [--mqtt-listen ADDR] [--http-listen ADDR]
+                                     simulated bottling line + embedded broker + status page
   unsgate sub [--broker ADDR] FILTER print messages from an MQTT broker
   unsgate bench [--tags N]           load test: simulated PLC -> gateway -> broker -> subscriber
   unsgate broker [--listen ADDR]     only the embedded MQTT broker
