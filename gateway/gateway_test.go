@@ -2,12 +2,10 @@ package gateway
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/unsgate/unsgate/connectors/sim"
-	"github.com/unsgate/unsgate/model"
 )
 
 const pumpModel = `
@@ -32,22 +30,7 @@ func startGateway(t *testing.T, modelText string, urls map[string]string) (*Gate
 	for name, u := range urls {
 		text += "  " + name + ": {url: \"" + u + "\", poll: 100ms, timeout: 300ms, backoff: {initial: 50ms, max: 200ms}}\n"
 	}
-	cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(text), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	m, err := model.LoadFiles([]model.File{{Name: "m.yaml", Data: []byte(modelText)}})
-	if err != nil {
-		t.Fatalf("model: %v", err)
-	}
-	m, plan, err := CompileModel(cfg, m)
-	if err != nil {
-		t.Fatalf("compile: %v", err)
-	}
-	g, err := New(cfg, m, plan, nil)
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
+	_, g := buildGateway(t, text, modelText, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
 	errc := make(chan error, 1)

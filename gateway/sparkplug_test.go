@@ -16,7 +16,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/unsgate/unsgate/connectors/sim"
-	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish/mqtt"
 	"github.com/unsgate/unsgate/publish/sparkplug"
 )
@@ -65,22 +64,7 @@ func startSparkplugGateway(t *testing.T, modelText string, urls map[string]strin
 		text += "  " + name + ": {url: \"" + urls[name] + "\", poll: 100ms, timeout: 1s, stale_after: -1, backoff: {initial: 50ms, max: 200ms}}\n"
 	}
 	text += "sinks:\n  sparkplug:\n    primary_host: " + spHost + "\n"
-	cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(text), env(nil))
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	m, err := model.LoadFiles([]model.File{{Name: "m.yaml", Data: []byte(modelText)}})
-	if err != nil {
-		t.Fatalf("model: %v", err)
-	}
-	m, plan, err := CompileModel(cfg, m)
-	if err != nil {
-		t.Fatalf("compile: %v", err)
-	}
-	g, err := New(cfg, m, plan, nil)
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
+	_, g := buildGateway(t, text, modelText, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
 	errc := make(chan error, 1)
@@ -817,22 +801,7 @@ func TestSparkplugGatewayDefaults(t *testing.T) {
 	newGateway := func(t *testing.T, extra string) (*Config, *Gateway) {
 		t.Helper()
 		text := "id: gw\nmodels: [m.yaml]\nsources:\n  plc1: {url: \"tcp://127.0.0.1:1\"}\n  plc2: {url: \"tcp://127.0.0.1:1\"}\n" + extra
-		cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(text), env(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := model.LoadFiles([]model.File{{Name: "m.yaml", Data: []byte(spPumpModel)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, plan, err := CompileModel(cfg, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := New(cfg, m, plan, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg, g := buildGateway(t, text, spPumpModel, nil)
 		t.Cleanup(func() { _ = g.fanout.Close() })
 		return cfg, g
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/unsgate/unsgate/connectors/sim"
-	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish/broker"
 )
 
@@ -183,22 +182,7 @@ func TestStatusPagePortInUse(t *testing.T) {
 	defer l.Close()
 	text := "id: gw\nmodels: [m.yaml]\nbroker: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"" + l.Addr().String() + "\"}\n" +
 		"sources:\n  plc1: {url: \"tcp://127.0.0.1:1\"}\n  plc2: {url: \"tcp://127.0.0.1:1\"}\n"
-	cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(text), env(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.LoadFiles([]model.File{{Name: "m.yaml", Data: []byte(pumpModel)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, plan, err := CompileModel(cfg, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(cfg, m, plan, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, g := buildGateway(t, text, pumpModel, nil)
 	err = g.Run(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), "status page on "+l.Addr().String()) || !strings.Contains(err.Error(), "--http-listen") {
 		t.Fatalf("Run with the port taken: %v", err)

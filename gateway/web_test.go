@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,22 +24,7 @@ import (
 func webGateway(t *testing.T, httpSection string) (*Gateway, *webServer, string) {
 	t.Helper()
 	text := "id: gw-web\nmodels: [m.yaml]\nsources:\n  plc1: {url: \"tcp://127.0.0.1:1\"}\n  plc2: {url: \"tcp://127.0.0.1:1\"}\n" + httpSection
-	cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(text), env(map[string]string{"UNSGATE_TOKEN": "s3cret-token"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.LoadFiles([]model.File{{Name: "m.yaml", Data: []byte(pumpModel)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, plan, err := CompileModel(cfg, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(cfg, m, plan, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, g := buildGateway(t, text, pumpModel, map[string]string{"UNSGATE_TOKEN": "s3cret-token"})
 	t.Cleanup(func() { _ = g.fanout.Close() })
 	w := newWebServer(g, &cfg.HTTP, 20*time.Millisecond)
 	if err := w.start("127.0.0.1:0"); err != nil {
