@@ -34,6 +34,12 @@ import (
 // directory. Every value the PLC served (but those of its last moments
 // before each stop, which the gateway may not have read through) reaches
 // both brokers, first arrivals in order per tag.
+//
+// "Served" is counted when the PLC answers a read, so a SIGKILL can land
+// between the PLC serving a value and the gateway storing it: that value is
+// gone for every sink (no process can keep what it never received), and is
+// not required. Values served in lastMoments before the kill, and before the
+// final SIGTERM, may or may not arrive; if they do, they must be in order.
 func TestGatewaySIGKILLDuringOutage(t *testing.T) {
 	if cfg := os.Getenv("UNSGATE_GATEWAY_CHILD"); cfg != "" {
 		gatewayChild(cfg)
@@ -140,6 +146,7 @@ sinks:
 	// runs 3 s and stops cleanly.
 	startMQTT()
 	startKafka()
+	restarted := time.Now()
 	child, stderr = startGatewayChild(t, filepath.Join(dir, "gw.yaml"))
 	time.Sleep(3 * time.Second)
 	stopped := time.Now()
@@ -147,14 +154,17 @@ sinks:
 	if err := child.Wait(); err != nil {
 		t.Fatalf("second life: %v; stderr:\n%s", err, stderr)
 	}
-	want := served.upTo(stopped.Add(-300 * time.Millisecond))
+	want := served.in(time.Time{}, killed.Add(-lastMoments))
+	for topic, vs := range served.in(restarted, stopped.Add(-lastMoments)) {
+		want[topic] = append(want[topic], vs...)
+	}
 
 	total := 0
 	for _, vs := range want {
 		total += len(vs)
 	}
 	t.Logf("%d values served in all; %d during the outage before the kill", total, duringOutage)
-	got.check(t, "mqtt", want)
+	got.check(t, "mqtt", want) // not fatal: Kafka is checked too, so a value missing at both sinks shows as such
 	kafkaGot := &tagValues{}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", kport)), kgo.ConsumeTopics("uns.v1.values"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
@@ -169,6 +179,10 @@ sinks:
 	}
 	kafkaGot.check(t, "kafka", want)
 }
+
+// lastMoments is how long before a stop (SIGKILL or SIGTERM) a value the
+// PLC served may still be on its way into the gateway.
+const lastMoments = 300 * time.Millisecond
 
 // gatewayChild is `unsgate run -config cfg`: load, build, run until
 // SIGTERM.
@@ -274,15 +288,15 @@ func (s *servedLog) next(addr, n int) []uint16 {
 	return out
 }
 
-// upTo returns, per tag topic, the values served before t.
-func (s *servedLog) upTo(t time.Time) map[string][]int {
+// in returns, per tag topic, the values served in [from, to).
+func (s *servedLog) in(from, to time.Time) map[string][]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string][]int{}
 	for r, ts := range s.times {
 		topic := fmt.Sprintf("acme/plant/area/line/cell/c%d", r)
 		for i, at := range ts {
-			if at.Before(t) {
+			if !at.Before(from) && at.Before(to) {
 				out[topic] = append(out[topic], int(s.vals[r][i]))
 			}
 		}
@@ -365,13 +379,15 @@ func (g *tagValues) check(t *testing.T, sink string, want map[string][]int) {
 			}
 			seen[v] = true
 			if v < last {
-				t.Fatalf("%s: %s: %d arrived first after %d", sink, topic, v, last)
+				t.Errorf("%s: %s: %d arrived first after %d", sink, topic, v, last)
+				return
 			}
 			last = v
 		}
 		for _, v := range vs {
 			if !seen[v] {
-				t.Fatalf("%s: %s: value %d (served by the PLC) never arrived; %d of %d arrived", sink, topic, v, len(seen), len(vs))
+				t.Errorf("%s: %s: value %d (served by the PLC) never arrived; %d of %d arrived", sink, topic, v, len(seen), len(vs))
+				return
 			}
 		}
 	}
