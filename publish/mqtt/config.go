@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -92,45 +91,10 @@ func validate(cfg Config) (*settings, error) {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
-	secure := false
-	if s.URL == "" {
-		bad("url is required (mqtt://host:1883 or mqtts://host:8883)")
-	} else if u, err := url.Parse(s.URL); err != nil {
-		bad("url %q: %v", s.URL, err)
-	} else {
-		port := ""
-		switch strings.ToLower(u.Scheme) {
-		case "mqtt", "tcp":
-			port = "1883"
-		case "mqtts", "ssl", "tls":
-			port, secure = "8883", true
-		default:
-			bad("url %q: unsupported scheme %q (want mqtt:// or mqtts://)", s.URL, u.Scheme)
-		}
-		switch {
-		case u.Hostname() == "":
-			bad("url %q: missing host", s.URL)
-		case u.User != nil:
-			bad("url %q: credentials in the URL are not supported; set username and password", redact(u))
-		case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
-			bad("url %q: unexpected path, query or fragment", s.URL)
-		}
-		if u.Port() == "" {
-			u.Host = net.JoinHostPort(u.Hostname(), port)
-		}
-		s.url = u
-	}
-
-	if !secure && s.url != nil && (s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.InsecureSkipVerify) {
-		bad("TLS settings (ca_file, cert_file, key_file, insecure_skip_verify) need an mqtts:// URL, got %q", s.URL)
-	}
-	if secure {
-		t, err := tlsConfig(s)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		s.tls = t
-	}
+	u, t, uerrs := publish.ParseBrokerURL(s.URL, publish.BrokerTLS{CAFile: s.CAFile, CertFile: s.CertFile,
+		KeyFile: s.KeyFile, InsecureSkipVerify: s.InsecureSkipVerify})
+	s.url, s.tls = u, t
+	errs = append(errs, uerrs...)
 
 	if s.PresenceTopic != "" {
 		if s.GatewayID == "" {
@@ -190,21 +154,4 @@ func validate(cfg Config) (*settings, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
 	return s, nil
-}
-
-func tlsConfig(s *settings) (*tls.Config, error) {
-	t := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: s.InsecureSkipVerify, //nolint:gosec // explicit opt-in, documented as test-only
-	}
-	if s.url != nil {
-		t.ServerName = s.url.Hostname()
-	}
-	return t, publish.LoadClientTLS(t, s.CAFile, s.CertFile, s.KeyFile)
-}
-
-func redact(u *url.URL) string {
-	c := *u
-	c.User = nil
-	return c.String()
 }

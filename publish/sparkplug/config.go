@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -130,41 +129,10 @@ func validate(cfg Config) (*settings, error) {
 	if s.Timeout < 0 || s.BackoffMin < 0 || s.BackoffMax < s.BackoffMin {
 		bad("timeout and backoff must be positive, backoff max >= min")
 	}
-	u, err := url.Parse(s.URL)
-	switch {
-	case s.URL == "":
-		bad("url is required")
-	case err != nil:
-		bad("url %q: %v", s.URL, err)
-	default:
-		secure := false
-		switch u.Scheme {
-		case "mqtt", "tcp":
-		case "mqtts", "ssl", "tls":
-			secure = true
-		default:
-			bad("url %q: scheme must be mqtt:// or mqtts://", s.URL)
-		}
-		if u.Hostname() == "" {
-			bad("url %q has no host", s.URL)
-		}
-		if u.Port() == "" {
-			port := "1883"
-			if secure {
-				port = "8883"
-			}
-			u.Host = net.JoinHostPort(u.Hostname(), port)
-		}
-		s.url = u
-		if secure {
-			s.tls = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname(), InsecureSkipVerify: s.InsecureSkipVerify}
-			if err := publish.LoadClientTLS(s.tls, s.CAFile, s.CertFile, s.KeyFile); err != nil {
-				bad("%v", err)
-			}
-		} else if s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" {
-			bad("TLS files need an mqtts:// url")
-		}
-	}
+	u, t, uerrs := publish.ParseBrokerURL(s.URL, publish.BrokerTLS{CAFile: s.CAFile, CertFile: s.CertFile,
+		KeyFile: s.KeyFile, InsecureSkipVerify: s.InsecureSkipVerify})
+	s.url, s.tls = u, t
+	errs = append(errs, uerrs...)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
