@@ -24,31 +24,14 @@ assets:
 
 // startGateway runs a gateway for model text against sources named in
 // urls, with an embedded broker on a free port.
-func startGateway(t *testing.T, modelText string, urls map[string]string) (*Gateway, context.CancelFunc, <-chan error) {
+func startGateway(t *testing.T, modelText string, urls map[string]string) (*Gateway, context.CancelFunc) {
 	t.Helper()
 	text := "id: gw-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"127.0.0.1:0\"}\nsources:\n"
 	for name, u := range urls {
 		text += "  " + name + ": {url: \"" + u + "\", poll: 100ms, timeout: 300ms, backoff: {initial: 50ms, max: 200ms}}\n"
 	}
 	_, g := buildGateway(t, text, modelText, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx, started) }()
-	select {
-	case <-started:
-	case err := <-errc:
-		t.Fatalf("run: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-errc:
-		case <-time.After(10 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	})
-	return g, cancel, errc
+	return g, runGateway(t, g)
 }
 
 // One PLC going down marks its tags BAD (and the derived tag depending on
@@ -65,7 +48,7 @@ func TestPLCDownThenUp(t *testing.T) {
 	defer plc2.Close()
 	plc1.SetHolding(1, 0, 123)
 	plc2.SetHolding(1, 0, 456)
-	g, _, _ := startGateway(t, pumpModel, map[string]string{"plc1": plc1.URL(), "plc2": plc2.URL()})
+	g, _ := startGateway(t, pumpModel, map[string]string{"plc1": plc1.URL(), "plc2": plc2.URL()})
 	sub := subscribe(t, g.BrokerAddr(), "acme/#")
 
 	const p1 = "acme/plant/water/line1/pump1/"

@@ -63,26 +63,7 @@ func TestGatewayPublishesToMQTTAndKafka(t *testing.T) {
 	}
 	version := ModelFilesVersion(files)
 	g.SetModelVersion(version)
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx, started) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	}()
-	select {
-	case <-started:
-	case err := <-errc:
-		t.Fatalf("run: %v", err)
-	}
+	runGateway(t, g)
 	sub := subscribe(t, g.BrokerAddr(), "acme/#")
 
 	const flow1 = "acme/plant/water/line1/pump1/flow"

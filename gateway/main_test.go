@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"io"
 	"log"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/unsgate/unsgate/model"
 )
@@ -40,4 +42,34 @@ func buildGateway(t testing.TB, cfgText, modelText string, vars map[string]strin
 		t.Fatalf("new: %v", err)
 	}
 	return cfg, g
+}
+
+// runGateway runs g until the test ends, or until the returned cancel. It
+// fails the test if Run ends before the gateway started, and at the end if
+// Run returned an error or did not return within its own stop bound
+// (shutdown_timeout and the sinks' slack) and 2 s more.
+func runGateway(t testing.TB, g *Gateway) context.CancelFunc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- g.Run(ctx, started) }()
+	select {
+	case <-started:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("run: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(g.cfg.ShutdownTimeout + shutdownSlack + 2*time.Second):
+			t.Error("gateway did not stop")
+		}
+	})
+	return cancel
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -63,18 +62,7 @@ assets:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	started, errc := make(chan struct{}), make(chan error, 1)
-	go func() { errc <- g.Run(ctx, started) }()
-	defer func() {
-		cancel()
-		select {
-		case <-errc:
-		case <-time.After(10 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	}()
-	<-started
+	runGateway(t, g)
 	sub := subscribe(t, g.BrokerAddr(), "acme/#")
 	const oven, pump = "acme/plant/bake/line9/oven/", "acme/plant/bake/line9/pump/"
 	is := func(topic, quality string, value any) func() bool {

@@ -65,24 +65,7 @@ func startSparkplugGateway(t *testing.T, modelText string, urls map[string]strin
 	}
 	text += "sinks:\n  sparkplug:\n    primary_host: " + spHost + "\n"
 	_, g := buildGateway(t, text, modelText, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx, started) }()
-	select {
-	case <-started:
-	case err := <-errc:
-		cancel()
-		t.Fatalf("run: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-errc:
-		case <-time.After(10 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	})
+	runGateway(t, g)
 	if g.sparkplug == nil {
 		t.Fatal("no Sparkplug sink after Run started")
 	}

@@ -53,23 +53,7 @@ func TestStatusPageOfRunningGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx, started) }()
-	select {
-	case <-started:
-	case err := <-errc:
-		t.Fatalf("run: %v", err)
-	}
-	defer func() {
-		cancel()
-		select {
-		case <-errc:
-		case <-time.After(15 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	}()
+	runGateway(t, g)
 	base := strings.TrimSuffix(g.StatusURL(), "/")
 	if g.HTTPAddr() == "" || !strings.HasPrefix(base, "http://127.0.0.1:") {
 		t.Fatalf("status page at %q (%q)", g.StatusURL(), g.HTTPAddr())
