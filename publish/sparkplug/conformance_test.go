@@ -107,10 +107,7 @@ func TestBdSeqWraps(t *testing.T) {
 
 // One seq counter for births, data and deaths, +1 per message, 255 -> 0.
 func TestSeqWrapsAcrossMessageTypes(t *testing.T) {
-	b := startBroker(t)
-	h := newHost(t, b.Addr())
-	r := newRig(t, b, publish.Options{}, nil)
-	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	h, r, nb := startNode(t, publish.Options{}, nil)
 	r.up("plc1")
 	r.up("plc2")
 	t0 := time.Now()
@@ -150,10 +147,7 @@ func TestSeqWrapsAcrossMessageTypes(t *testing.T) {
 // Several values of one metric travel in time order, never two with the
 // same timestamp in one message.
 func TestSeveralValuesOfOneMetric(t *testing.T) {
-	b := startBroker(t)
-	h := newHost(t, b.Addr())
-	r := newRig(t, b, publish.Options{}, nil)
-	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	h, r, nb := startNode(t, publish.Options{}, nil)
 	r.up("plc2")
 	t0 := time.Now().Add(-time.Minute)
 	r.point(6, model.IntValue(1), model.QualityGood, t0)
@@ -188,10 +182,7 @@ func TestSeveralValuesOfOneMetric(t *testing.T) {
 // quality (same value, same timestamp, Quality 500), not history: a host
 // files historical values away and would never show the tag as stale.
 func TestStaleMarkOfBornValueIsLive(t *testing.T) {
-	b := startBroker(t)
-	h := newHost(t, b.Addr())
-	r := newRig(t, b, publish.Options{}, nil)
-	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	h, r, nb := startNode(t, publish.Options{}, nil)
 	r.up("plc2")
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	r.point(6, model.IntValue(7), model.QualityGood, t0)
@@ -212,10 +203,7 @@ func TestStaleMarkOfBornValueIsLive(t *testing.T) {
 // DBIRTH, without a new connection; unknown NCMD metrics and malformed
 // payloads are tolerated.
 func TestRebirthOnNCMD(t *testing.T) {
-	b := startBroker(t)
-	h := newHost(t, b.Addr())
-	r := newRig(t, b, publish.Options{}, nil)
-	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	h, r, nb := startNode(t, publish.Options{}, nil)
 	r.up("plc1")
 	r.firstValues(time.Now())
 	h.waitFor(nb, "DBIRTH of capper", func(m rx) bool { return m.Topic == dtopic("DBIRTH", devCapper) })
@@ -337,10 +325,7 @@ func waitConnects(t *testing.T, s *Sink, n uint64) {
 // A source going down: its points go BAD, then DDEATH; when it returns,
 // DBIRTH with the new values before any DDATA. Other devices go on.
 func TestDeviceDeathAndRebirthAroundSourceOutage(t *testing.T) {
-	b := startBroker(t)
-	h := newHost(t, b.Addr())
-	r := newRig(t, b, publish.Options{}, nil)
-	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	h, r, nb := startNode(t, publish.Options{}, nil)
 	r.up("plc1")
 	r.up("plc2")
 	t0 := time.Now()
@@ -413,10 +398,7 @@ func TestDeviceDeathAndRebirthAroundSourceOutage(t *testing.T) {
 // Points queued while the broker was away are sent after the new births
 // with is_historical; the births carry the newest values.
 func TestHistoricalReplayAfterBrokerOutage(t *testing.T) {
-	b := startBroker(t)
-	h := newHost(t, b.Addr())
-	r := newRig(t, b, publish.Options{StoreDir: t.TempDir()}, nil)
-	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	h, r, nb := startNode(t, publish.Options{StoreDir: t.TempDir()}, nil)
 	r.up("plc2")
 	t0 := time.Now().Add(-time.Minute)
 	r.point(6, model.IntValue(0), model.QualityGood, t0)
@@ -523,10 +505,7 @@ func TestAliasesStable(t *testing.T) {
 		t.Errorf("new metric alias %d, want 8 (never reusing the removed one's)", n)
 	}
 
-	b := startBroker(t)
-	h := newHost(t, b.Addr())
-	r := newRig(t, b, publish.Options{}, func(c *Config) { c.NoAliases = true })
-	nb := h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+	h, r, nb := startNode(t, publish.Options{}, func(c *Config) { c.NoAliases = true })
 	r.up("plc2")
 	r.point(6, model.IntValue(1), model.QualityGood, time.Now())
 	r.point(6, model.IntValue(2), model.QualityGood, time.Now().Add(time.Second))

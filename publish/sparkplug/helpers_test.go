@@ -424,6 +424,17 @@ func startBroker(t testing.TB) peer {
 	return b
 }
 
+// startNode starts a broker (see startBroker), a host subscribed to it and
+// a rig (see newRig), and waits for the node's NBIRTH: it returns the host,
+// the rig and the NBIRTH's index in the host's messages.
+func startNode(t testing.TB, opts publish.Options, mod func(*Config)) (*host, *rig, int) {
+	t.Helper()
+	b := startBroker(t)
+	h := newHost(t, b.Addr())
+	r := newRig(t, b, opts, mod)
+	return h, r, h.waitFor(0, "NBIRTH", isType("NBIRTH"))
+}
+
 // newRig starts the sink; edit cfg with mod (the URL is set already).
 func newRig(t testing.TB, b peer, opts publish.Options, mod func(*Config)) *rig {
 	t.Helper()
