@@ -1,11 +1,13 @@
 package publish
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // BrokerTLS is what an MQTT sink's config says about TLS: the files
@@ -71,4 +73,26 @@ func ParseBrokerURL(raw string, t BrokerTLS) (*url.URL, *tls.Config, []error) {
 		errs = append(errs, err)
 	}
 	return u, tc, errs
+}
+
+// DialBroker opens the connection to a broker at host (host:port, as
+// ParseBrokerURL returns it): TCP, then the TLS handshake when t is not
+// nil, both within timeout.
+func DialBroker(ctx context.Context, host string, t *tls.Config, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return c, nil
+	}
+	tc := tls.Client(c, t)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return tc, nil
 }

@@ -481,20 +481,9 @@ func (s *Sink) clientConfig() autopaho.ClientConfig {
 
 // dial opens the TCP (and TLS) connection, bounded by ConnectTimeout.
 func (s *Sink) dial(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", u.Host)
+	c, err := publish.DialBroker(ctx, u.Host, s.cfg.tls, s.cfg.ConnectTimeout)
 	if err != nil {
 		return nil, err
-	}
-	if s.cfg.tls != nil {
-		tc := tls.Client(c, s.cfg.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("tls handshake: %w", err)
-		}
-		c = tc
 	}
 	return newBufConn(c, s.cfg.AckTimeout, s.sess.puback, s.sess.flushed), nil
 }

@@ -3,7 +3,6 @@ package sparkplug
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -271,20 +270,9 @@ func (c *conn) Write(p []byte) (int, error) {
 }
 
 func (s *Sink) dial(ctx context.Context) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", s.cfg.url.Host)
+	c, err := publish.DialBroker(ctx, s.cfg.url.Host, s.cfg.tls, s.cfg.Timeout)
 	if err != nil {
 		return nil, err
-	}
-	if s.cfg.tls != nil {
-		tc := tls.Client(c, s.cfg.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("tls handshake: %w", err)
-		}
-		c = tc
 	}
 	return &conn{Conn: c, timeout: s.cfg.Timeout}, nil
 }
