@@ -75,26 +75,7 @@ func startReloadRig(t *testing.T, config string, files map[string]string, setup 
 		t.Fatalf("new: %v", err)
 	}
 	r.sub = subscribe(t, r.broker, "acme/#")
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() { errc <- r.g.Run(ctx, started) }()
-	select {
-	case <-started:
-	case err := <-errc:
-		t.Fatalf("run: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	})
+	runGateway(t, r.g)
 	return r
 }
 
