@@ -192,49 +192,73 @@ func TestRunReconnectCyclesNoLeak(t *testing.T) {
 }
 
 // A PLC that stops answering (no FIN, no RST): each request times out and
-// turns its tags BAD, and MaxTimeouts in a row end the session, so the
-// supervisor marks every tag BAD within about MaxTimeouts × Timeout. A
-// second source sharing the serialized emit keeps flowing.
+// turns its tags BAD, and MaxTimeouts in a row end the session, so every tag
+// is BAD once MaxTimeouts requests have timed out, not later. Other sources
+// sharing the serialized emit keep flowing, even while a hung PLC holds a
+// request for a whole (long) timeout.
+//
+// Both properties are checked by counting, not by the clock, so the test
+// holds on a loaded CI machine: the BAD mark must come with the MaxTimeouts-th
+// timeout, and the live source must deliver a run of polls while the hung
+// source's single request is still outstanding.
 func TestRunDeadPLCBadOtherSourceUnaffected(t *testing.T) {
-	dead, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	listen := func() *sim.Server {
+		srv, err := sim.Listen("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		return srv
 	}
-	defer dead.Close()
-	alive, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alive.Close()
+	dead, hung, alive := listen(), listen(), listen()
 	dead.SetHolding(1, 0, 1, 2, 3)
+	hung.SetHolding(1, 0, 4)
 	alive.SetHolding(1, 0, 9)
-	const timeout, poll = 300 * time.Millisecond, 50 * time.Millisecond
-	mk := func(name, url string, n int) *Source {
+	const poll = 50 * time.Millisecond
+	mk := func(name, url string, n int, timeout time.Duration) *Source {
 		var tags []Tag
 		for i := 0; i < n; i++ {
 			tags = append(tags, Tag{Key: name + strconv.Itoa(i), Addr: holding(i*200, model.RawUint16)})
 		}
 		return newSource(t, Config{Name: name, URL: url, Poll: poll, Timeout: timeout, Tags: tags})
 	}
-	srcDead, srcAlive := mk("d", dead.URL(), 3), mk("a", alive.URL(), 1)
+	srcDead := mk("d", dead.URL(), 3, 300*time.Millisecond)
+	// The hung PLC's timeout is far longer than the test needs: if its
+	// outstanding request held up anything shared, the live source would
+	// stall for that long.
+	srcHung := mk("h", hung.URL(), 1, time.Minute)
+	srcAlive := mk("a", alive.URL(), 1, 300*time.Millisecond)
 
 	var mu sync.Mutex // like Gateway.mu
 	last := map[string]model.Sample{}
 	var aliveCount int
+	var timeoutsAtBad uint64 // srcDead's timeouts when all its tags first read BAD
+	allBad := func() bool {
+		for i := 0; i < 3; i++ {
+			if s, ok := last["d"+strconv.Itoa(i)]; !ok || s.Quality != model.QualityBad {
+				return false
+			}
+		}
+		return true
+	}
 	emit := func(b []model.Sample) {
 		mu.Lock()
 		defer mu.Unlock()
+		wasBad := allBad()
 		for _, s := range b {
 			last[s.Address] = s
 			if s.Source == "a" {
 				aliveCount++
 			}
 		}
+		if !wasBad && allBad() && timeoutsAtBad == 0 {
+			timeoutsAtBad = srcDead.Stats().Timeouts
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	sups := map[*Source]*connectors.Supervisor{}
-	for _, s := range []*Source{srcDead, srcAlive} {
+	for _, s := range []*Source{srcDead, srcHung, srcAlive} {
 		sup := connectors.NewSupervisor(s, connectors.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}, nil)
 		sups[s] = sup
 		wg.Add(1)
@@ -242,6 +266,7 @@ func TestRunDeadPLCBadOtherSourceUnaffected(t *testing.T) {
 	}
 	defer func() { cancel(); wg.Wait() }()
 	waitQ := func(what string, limit time.Duration, cond func() bool) time.Duration {
+		t.Helper()
 		t0 := time.Now()
 		for {
 			mu.Lock()
@@ -256,36 +281,49 @@ func TestRunDeadPLCBadOtherSourceUnaffected(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	allQ := func(prefix string, q model.Quality) func() bool {
-		return func() bool {
-			for i := 0; i < 3; i++ {
-				if s, ok := last[prefix+strconv.Itoa(i)]; !ok || s.Quality != q {
-					return false
-				}
-			}
-			return true
-		}
+	good := func(key string) func() bool {
+		return func() bool { s, ok := last[key]; return ok && s.Quality == model.QualityGood }
 	}
-	waitQ("dead source GOOD", 5*time.Second, allQ("d", model.QualityGood))
-	dead.SetLatency(time.Hour) // stops answering
-	took := waitQ("dead source BAD", 5*time.Second, allQ("d", model.QualityBad))
-	t.Logf("all tags BAD %v after the PLC went silent; supervisor %+v", took, sups[srcDead].Status())
-	if took > MaxTimeouts*timeout+poll+300*time.Millisecond {
-		t.Errorf("BAD after %v", took)
+	for _, k := range []string{"d0", "d1", "d2", "h0", "a0"} {
+		waitQ(k+" GOOD", 10*time.Second, good(k))
+	}
+
+	// The hung PLC holds its next request. From the moment that request
+	// reaches it, the live source must poll on: 20 polls take 1 s at 50 ms,
+	// and the hung request stays open for a minute.
+	hung.SetLatency(time.Hour)
+	r0 := hung.Requests()
+	waitQ("a request held by the hung PLC", 10*time.Second, func() bool { return hung.Requests() > r0 })
+	mu.Lock()
+	c0 := aliveCount
+	mu.Unlock()
+	took := waitQ("20 live samples while the hung PLC holds a request", 30*time.Second,
+		func() bool { return aliveCount-c0 >= 20 })
+	if st := srcHung.Stats(); st.Timeouts != 0 {
+		t.Fatalf("the hung request timed out before the check ended (%v): %+v", took, st)
+	}
+	t.Logf("20 live samples %v after the hung PLC took its request", took)
+
+	// The dead PLC: its tags read BAD exactly when the MaxTimeouts-th
+	// request has timed out.
+	dead.SetLatency(time.Hour)
+	took = waitQ("dead source BAD", 20*time.Second, allBad)
+	mu.Lock()
+	atBad := timeoutsAtBad
+	mu.Unlock()
+	t.Logf("all tags BAD %v after the PLC went silent, at %d timeouts; supervisor %+v", took, atBad, sups[srcDead].Status())
+	if atBad != MaxTimeouts {
+		t.Errorf("tags went BAD at %d timeouts, want %d", atBad, MaxTimeouts)
 	}
 	if st := srcDead.Stats(); st.Timeouts < MaxTimeouts || st.Errors < 1 {
 		t.Errorf("dead source stats %+v", st)
 	}
+	// The live source still flows with one PLC hung and one reconnecting.
 	mu.Lock()
-	c0 := aliveCount
+	c0 = aliveCount
 	mu.Unlock()
-	time.Sleep(time.Second)
-	mu.Lock()
-	c1 := aliveCount
-	mu.Unlock()
-	if c1-c0 < 10 {
-		t.Errorf("live source emitted %d samples in 1s at 50ms poll while the other PLC was dead", c1-c0)
-	}
+	waitQ("10 more live samples with the dead PLC reconnecting", 30*time.Second,
+		func() bool { return aliveCount-c0 >= 10 })
 }
 
 // Cancelling with a request in flight: Run returns at once, and the worker
