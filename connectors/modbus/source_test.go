@@ -428,9 +428,11 @@ func TestRunTimeout(t *testing.T) {
 		s, ok := m["x"]
 		return ok && s.Quality == model.QualityBad && s.Status == 0 && s.Value.IsNull()
 	})
-	if d := time.Since(t0); d < timeout/2 || d > 3*timeout {
+	if d := time.Since(t0); d < timeout/2 {
 		t.Fatalf("first timeout after %v, Timeout %v", d, timeout)
 	}
+	// The session goes on, so the BAD mark came from the first timeout,
+	// not from the session's end.
 	run.stillRunning(t)
 	err, _ := run.wait(t, 5*time.Second)
 	took := time.Since(t0)
@@ -439,7 +441,9 @@ func TestRunTimeout(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 	// a single request: each try waits for its next poll tick
-	if took < MaxTimeouts*timeout || took > MaxTimeouts*(timeout+poll)+timeout {
+	// (the slack above is for a loaded machine; the stats below count the
+	// tries exactly)
+	if took < MaxTimeouts*timeout || took > MaxTimeouts*(timeout+poll)+2*time.Second {
 		t.Fatalf("session ended after %v, Timeout %v, Poll %v", took, timeout, poll)
 	}
 	if st := src.Stats(); st.Timeouts != MaxTimeouts || st.Errors != 1 || st.Requests != 0 {
