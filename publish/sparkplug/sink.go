@@ -408,18 +408,14 @@ func (s *Sink) session(ctx context.Context, q *publish.Queue) error {
 	}
 }
 
-// subscribe subscribes, waiting at most subackWait for the SUBACK: a
-// broker answers a SUBSCRIBE at once, and paho drops the connection when
-// the SUBACK does not come, so a lost one starts the session over soon
-// rather than after the full Timeout.
+// subscribe subscribes, waiting at most Timeout for the SUBACK, as for
+// every other answer from the broker (a broker across a slow link may take
+// a while). Without one the session ends with the error and starts over.
 func (s *Sink) subscribe(ctx context.Context, c *paho.Client, subs []paho.SubscribeOptions) (*paho.Suback, error) {
-	sctx, cancel := context.WithTimeout(ctx, min(s.cfg.Timeout, subackWait))
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	return c.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
 }
-
-// subackWait bounds the wait for a SUBACK.
-const subackWait = 2 * time.Second
 
 // popBatch is how many queued points one round handles.
 const popBatch = 1000
