@@ -449,12 +449,13 @@ func readFull(c net.Conn, b []byte) (int, error) {
 // on the same connection stays GOOD, is read at close to its poll rate, and
 // the session never ends.
 //
-// Timeout is kept below (StaleAfter+1) × Poll: every try of the silent unit
-// holds the connection for Timeout, and longer than that the healthy
-// unit's tags would rightly go stale.
+// Timeout is kept well below (StaleAfter+1) × Poll: every try of the
+// silent unit holds the connection for Timeout, and longer than that the
+// healthy unit's tags would rightly go stale. The 300 ms between the two
+// leave room for a loaded CI machine (with 50 ms it failed there).
 func TestRunSilentUnitLeavesOtherUnitsGood(t *testing.T) {
 	addr := silentUnitServer(t)
-	const poll, timeout = 50 * time.Millisecond, 150 * time.Millisecond
+	const poll, timeout = 100 * time.Millisecond, 100 * time.Millisecond
 	tags := []Tag{{Key: "u1", Addr: model.ModbusAddress{UnitID: 1, Area: model.AreaHoldingRegister, Type: model.RawUint16, Bit: -1}}}
 	for i := 0; i < MaxTimeouts+1; i++ {
 		tags = append(tags, Tag{Key: "u2-" + strconv.Itoa(i),
@@ -495,7 +496,7 @@ func TestRunSilentUnitLeavesOtherUnitsGood(t *testing.T) {
 	st := sup.Status()
 	t.Logf("unit 1 (healthy): %d GOOD and %d not GOOD in 4s at a %v poll; unit 2 BAD: %v; supervisor %+v; stats %+v",
 		good1, notGood1, poll, bad2, st, src.Stats())
-	if notGood1 > 0 || good1 < 40 {
+	if notGood1 > 0 || good1 < 20 { // 40 polls in 4 s, less the silent unit's holds
 		t.Errorf("healthy unit 1 disturbed by silent unit 2: %d GOOD, %d BAD or stale", good1, notGood1)
 	}
 	if st.Sessions != 1 || st.Failures != 0 {
