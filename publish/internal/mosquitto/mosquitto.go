@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"syscall"
 	"testing"
 	"time"
@@ -19,8 +20,9 @@ func Enabled() bool { return os.Getenv("UNSGATE_INTEROP") == "1" }
 // Peer is a mosquitto process on a fixed loopback port, with persistence in
 // a temporary folder, so it can be stopped and started again.
 type Peer struct {
-	bin, conf, addr string
-	cmd             *exec.Cmd
+	t                    testing.TB
+	bin, conf, addr, dir string
+	cmd                  *exec.Cmd
 }
 
 // Start runs mosquitto on a free port and stops it when the test ends. It
@@ -42,19 +44,29 @@ func Start(t testing.TB) *Peer {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	conf := dir + "/mosquitto.conf"
+	// Started as root, mosquitto switches to the user "mosquitto", which
+	// cannot write to the test's private folder: it would save no
+	// persistence file, and a restart would lose the sessions and the
+	// messages queued for them. "user" keeps the current user (and has no
+	// effect when not root).
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
 	err = os.WriteFile(conf, []byte(fmt.Sprintf(`listener %d 127.0.0.1
 allow_anonymous true
 persistence true
 persistence_location %s/
 max_queued_messages 0
+user %s
 log_dest stderr
 log_type error
 log_type warning
-`, port, dir)), 0o644)
+`, port, dir, me.Username)), 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Peer{bin: bin, conf: conf, addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	p := &Peer{t: t, bin: bin, conf: conf, dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	p.Start(t)
 	t.Cleanup(p.Stop)
 	return p
@@ -85,7 +97,9 @@ func (p *Peer) Start(t testing.TB) {
 	}
 }
 
-// Stop ends mosquitto with SIGTERM, which saves its persistence file.
+// Stop ends mosquitto with SIGTERM, which saves its persistence file; the
+// test fails if there is none (a restart would then lose what the broker
+// had accepted).
 func (p *Peer) Stop() {
 	if p.cmd == nil {
 		return
@@ -100,4 +114,7 @@ func (p *Peer) Stop() {
 		<-done
 	}
 	p.cmd = nil
+	if _, err := os.Stat(p.dir + "/mosquitto.db"); err != nil {
+		p.t.Errorf("mosquitto saved no persistence file: %v", err)
+	}
 }
