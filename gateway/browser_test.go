@@ -73,7 +73,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	case g = <-gw:
 	case err := <-errc:
 		t.Fatalf("demo stopped: %v", err)
-	case <-time.After(20 * time.Second):
+	case <-time.After(demoStartLimit):
 		t.Fatal("demo did not start")
 	}
 

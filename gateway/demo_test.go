@@ -10,6 +10,12 @@ import (
 	"github.com/unsgate/unsgate/models"
 )
 
+// demoStartLimit bounds how long tests wait for the demo to start. The
+// demo's simulated OPC UA server parses the standard node set (gopcua's
+// server.New), which takes about 2.5 s with the race detector on an idle
+// 2-core box and four times that with other test packages running.
+const demoStartLimit = 60 * time.Second
+
 // The acceptance check as a test: the demo's UNS topics appear on
 // the embedded broker, GOOD, and change over time, within 15 seconds.
 func TestDemoPublishesUNS(t *testing.T) {
@@ -27,7 +33,7 @@ func TestDemoPublishesUNS(t *testing.T) {
 	case g = <-gw:
 	case err := <-errc:
 		t.Fatalf("demo stopped: %v", err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(demoStartLimit):
 		t.Fatal("demo did not start")
 	}
 	if !strings.Contains(banner.String(), g.BrokerAddr()) || !strings.Contains(banner.String(), "opc.tcp://127.0.0.1:") {

@@ -167,7 +167,7 @@ func TestDemoWithKafka(t *testing.T) {
 	case <-started:
 	case err := <-errc:
 		t.Fatalf("demo stopped: %v", err)
-	case <-time.After(15 * time.Second):
+	case <-time.After(demoStartLimit):
 		t.Fatal("demo did not start")
 	}
 	if !strings.Contains(banner.String(), "Kafka          "+cluster.ListenAddrs()[0]) {
