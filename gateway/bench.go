@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +40,10 @@ type BenchOptions struct {
 	// gateway's (and the simulator's) alone.
 	Broker string
 	Logger *slog.Logger
+	// HeapProfile, if set, receives a heap profile taken at the end of the
+	// measured time, after a garbage collection, while the gateway still
+	// runs (so it shows what the running gateway keeps).
+	HeapProfile io.Writer
 }
 
 // BenchResult is what RunBench measured over Duration.
@@ -54,6 +60,7 @@ type BenchResult struct {
 	CPU          time.Duration // process CPU (user+system) over Duration
 	RSS, PeakRSS int64         // bytes, at the end
 	HeapAlloc    uint64        // Go heap in use (live and not yet collected), at the end
+	Mem          benchMem      // where the memory goes, at the end
 	inProcess    string        // what shares the process, for Print
 }
 
@@ -216,6 +223,15 @@ func RunBench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.HeapAlloc = ms.HeapAlloc
+	res.Mem = readBenchMem()
+	if o.HeapProfile != nil {
+		runtime.GC()
+		if err := pprof.Lookup("heap").WriteTo(o.HeapProfile, 0); err != nil {
+			cancel()
+			<-errc
+			return res, fmt.Errorf("heap profile: %w", err)
+		}
+	}
 	cancel()
 	if err := <-errc; err != nil {
 		return res, err
@@ -245,6 +261,60 @@ func (r BenchResult) Print(w io.Writer) {
 			r.CPU.Seconds()/sec, float64(r.CPU.Microseconds())/float64(r.Points), r.inProcess)
 	}
 	fmt.Fprintf(w, "  memory                  RSS %.1f MB, peak %.1f MB, Go heap %.1f MB\n", float64(r.RSS)/1e6, float64(r.PeakRSS)/1e6, float64(r.HeapAlloc)/1e6)
+	mb := func(n uint64) float64 { return float64(n) / 1e6 }
+	m := r.Mem
+	fmt.Fprintf(w, "  Go runtime              heap live %.1f MB (GC goal %.1f MB), objects %.1f MB, free %.1f MB, stacks %.1f MB, runtime %.1f MB, profiling %.1f MB\n",
+		mb(m.live), mb(m.goal), mb(m.objects), mb(m.free), mb(m.stacks), mb(m.runtime), mb(m.profiling))
+}
+
+// benchMem is the Go runtime's account of the process's memory
+// (runtime/metrics): how much of the RSS is live data, how much the
+// garbage collector's headroom (the goal is twice the live heap at the
+// default GOGC, and freed pages stay resident up to about the goal), and
+// how much stacks and the runtime's own structures. The rest of the RSS is
+// mostly the executable's pages.
+type benchMem struct {
+	live      uint64 // heap reachable at the last collection
+	goal      uint64 // heap size at which the next collection starts
+	objects   uint64 // heap objects, live or garbage not yet swept, with their spans' unused slots
+	free      uint64 // heap memory free and not returned to the OS (mostly resident)
+	stacks    uint64 // goroutine stacks
+	runtime   uint64 // the runtime's own structures: GC metadata, spans, other
+	profiling uint64 // heap profiling buckets
+}
+
+func readBenchMem() benchMem {
+	names := []string{
+		"/gc/heap/live:bytes",
+		"/gc/heap/goal:bytes",
+		"/memory/classes/heap/objects:bytes",
+		"/memory/classes/heap/unused:bytes",
+		"/memory/classes/heap/free:bytes",
+		"/memory/classes/heap/stacks:bytes",
+		"/memory/classes/os-stacks:bytes",
+		"/memory/classes/metadata/other:bytes",
+		"/memory/classes/metadata/mcache/inuse:bytes",
+		"/memory/classes/metadata/mcache/free:bytes",
+		"/memory/classes/metadata/mspan/inuse:bytes",
+		"/memory/classes/metadata/mspan/free:bytes",
+		"/memory/classes/other:bytes",
+		"/memory/classes/profiling/buckets:bytes",
+	}
+	samples := make([]metrics.Sample, len(names))
+	for i, n := range names {
+		samples[i].Name = n
+	}
+	metrics.Read(samples)
+	v := func(i int) uint64 {
+		if samples[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return samples[i].Value.Uint64()
+	}
+	return benchMem{
+		live: v(0), goal: v(1), objects: v(2) + v(3), free: v(4), stacks: v(5) + v(6),
+		runtime: v(7) + v(8) + v(9) + v(10) + v(11) + v(12), profiling: v(13),
+	}
 }
 
 func processCPU() time.Duration {

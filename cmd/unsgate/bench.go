@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
 
 	"github.com/unsgate/unsgate/gateway"
 )
@@ -20,19 +19,14 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	sub := fs.Bool("subscribe", true, "add a QoS 1 subscriber that measures end-to-end latency")
 	brokerAddr := fs.String("broker", "", "external broker `host:port` (e.g. 'unsgate broker' in another shell); default: embedded")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	memprofile := fs.String("memprofile", "", "write a heap profile to `file` at the end")
+	memprofile := fs.String("memprofile", "", "write a heap profile to `file` at the end of the measured time (the gateway still running)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return 2
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	res, err := gateway.RunBench(ctx, gateway.BenchOptions{Tags: *tags, Poll: *poll, Duration: *duration,
-		Warmup: *warmup, Subscribe: *sub, Broker: *brokerAddr, Logger: newLogger(stderr, *logLevel)})
-	if err != nil {
-		fmt.Fprintf(stderr, "unsgate bench: %v\n", err)
-		return 1
-	}
-	res.Print(stdout)
+	opts := gateway.BenchOptions{Tags: *tags, Poll: *poll, Duration: *duration,
+		Warmup: *warmup, Subscribe: *sub, Broker: *brokerAddr, Logger: newLogger(stderr, *logLevel)}
 	if *memprofile != "" {
 		f, err := os.Create(*memprofile)
 		if err != nil {
@@ -40,10 +34,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer f.Close()
-		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-			fmt.Fprintf(stderr, "unsgate bench: %v\n", err)
-			return 1
-		}
+		opts.HeapProfile = f
 	}
+	res, err := gateway.RunBench(ctx, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "unsgate bench: %v\n", err)
+		return 1
+	}
+	res.Print(stdout)
 	return 0
 }
