@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,15 +30,15 @@ const liveChunk = 512
 // lock per batch, no allocation, no map lookup while the plan is current.
 // Readers (the HTTP handlers) take the lock in chunks and copy out.
 type liveStore struct {
-	mu      sync.RWMutex
-	epoch   int64 // unix ns; the history's times count from it
-	tags    []*model.TagMeta
-	byTopic map[string]int32
-	slots   []liveSlot
-	histV   []float64 // historyLen per tag
-	histT   []int32   // tenths of a second since epoch, parallel to histV
-	seq     uint64    // bumped for every change recorded
-	gen     uint64    // bumped by SetTags
+	mu    sync.RWMutex
+	epoch int64 // unix ns; the history's times count from it
+	tags  []*model.TagMeta
+	order []int32 // tags by topic, when tags are not sorted by topic (a plan's are: then nil)
+	slots []liveSlot
+	histV []float64 // historyLen per tag
+	histT []int32   // tenths of a second since epoch, parallel to histV
+	seq   uint64    // bumped for every change recorded
+	gen   uint64    // bumped by SetTags
 }
 
 // liveSlot is one tag's latest point.
@@ -63,9 +64,16 @@ func newLiveStore(tags []*model.TagMeta) *liveStore {
 // and history; the others start empty. Readers see a new generation and
 // start over.
 func (s *liveStore) SetTags(tags []*model.TagMeta) {
-	byTopic := make(map[string]int32, len(tags))
-	for i, t := range tags {
-		byTopic[t.Topic] = int32(i)
+	// Topics are found by binary search in the plan's tags, which are
+	// sorted by topic: a map beside them would cost about 40 bytes per
+	// tag for lookups that only readers and reloads make.
+	var order []int32
+	if !slices.IsSortedFunc(tags, compareTopic) {
+		order = make([]int32, len(tags))
+		for i := range order {
+			order[i] = int32(i)
+		}
+		slices.SortStableFunc(order, func(a, b int32) int { return compareTopic(tags[a], tags[b]) })
 	}
 	slots := make([]liveSlot, len(tags))
 	histV := make([]float64, len(tags)*historyLen)
@@ -74,7 +82,7 @@ func (s *liveStore) SetTags(tags []*model.TagMeta) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, t := range tags {
-		j, ok := s.byTopic[t.Topic]
+		j, ok := s.find(t.Topic)
 		if !ok || s.slots[j].seq == 0 {
 			continue
 		}
@@ -84,8 +92,23 @@ func (s *liveStore) SetTags(tags []*model.TagMeta) {
 		copy(histV[i*historyLen:(i+1)*historyLen], s.histV[int(j)*historyLen:])
 		copy(histT[i*historyLen:(i+1)*historyLen], s.histT[int(j)*historyLen:])
 	}
-	s.tags, s.byTopic, s.slots, s.histV, s.histT = tags, byTopic, slots, histV, histT
+	s.tags, s.order, s.slots, s.histV, s.histT = tags, order, slots, histV, histT
 	s.gen++
+}
+
+func compareTopic(a, b *model.TagMeta) int { return strings.Compare(a.Topic, b.Topic) }
+
+// find returns the index of the tag at topic. Caller holds mu.
+func (s *liveStore) find(topic string) (int32, bool) {
+	if s.order == nil {
+		i, ok := slices.BinarySearchFunc(s.tags, topic, func(m *model.TagMeta, t string) int { return strings.Compare(m.Topic, t) })
+		return int32(i), ok
+	}
+	k, ok := slices.BinarySearchFunc(s.order, topic, func(i int32, t string) int { return strings.Compare(s.tags[i].Topic, t) })
+	if !ok {
+		return 0, false
+	}
+	return s.order[k], true
 }
 
 // Record stores a batch of points. Points of tags the store does not know
@@ -105,7 +128,7 @@ func (s *liveStore) Record(points []model.Point) {
 		}
 		idx := p.Meta.Index
 		if idx < 0 || idx >= len(s.tags) || s.tags[idx] != p.Meta {
-			j, ok := s.byTopic[p.Meta.Topic]
+			j, ok := s.find(p.Meta.Topic)
 			if !ok {
 				continue
 			}
@@ -199,7 +222,7 @@ func (s *liveStore) rowsSince(dst []tagRow, since uint64, match func(*model.TagM
 func (s *liveStore) row(topic string) (tagRow, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	i, ok := s.byTopic[topic]
+	i, ok := s.find(topic)
 	if !ok {
 		return tagRow{}, false
 	}
@@ -219,7 +242,7 @@ type histPoint struct {
 func (s *liveStore) history(topic string) (meta *model.TagMeta, points []histPoint, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	i, ok := s.byTopic[topic]
+	i, ok := s.find(topic)
 	if !ok {
 		return nil, nil, false
 	}

@@ -303,13 +303,16 @@ func ParseByteOrder(s string) (ByteOrder, bool) {
 
 // ModbusAddress is a resolved Modbus binding: the instance's offset is
 // already added to Register.
+//
+// The small fields are together, so that the struct packs into 32 bytes:
+// every Modbus binding has several copies (plan, source config, poll plan).
 type ModbusAddress struct {
-	UnitID   int // 0 = the source's default unit id
-	Area     Area
-	Register uint16 // 0-based protocol address of the first register or bit
+	UnitID   int    // 0 = the source's default unit id
 	Bit      int    // bit 0..15 of the register for a bool read from a register; -1 otherwise
+	Length   int    // registers, for RawString; 0 otherwise
+	Register uint16 // 0-based protocol address of the first register or bit
+	Area     Area
 	Type     RawType
-	Length   int // registers, for RawString; 0 otherwise
 	Order    ByteOrder
 }
 

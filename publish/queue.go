@@ -14,21 +14,22 @@ import (
 type Message struct {
 	Topic   string
 	Payload []byte
-	Retain  bool
 	// Meta is the tag the message carries a value of; nil for messages that
 	// are not tag values.
 	Meta *model.TagMeta
-	// Quality and TimeMs (the point's timestamp, ms since the Unix epoch)
+	// TimeMs and Quality (the point's timestamp, ms since the Unix epoch)
 	// repeat what Payload says, for sinks that need them beside it (Kafka
 	// headers) without parsing it.
-	Quality model.Quality
-	TimeMs  int64
-	// Replay marks a message delivered late from the sink's store rather
-	// than live (Sparkplug's is_historical).
-	Replay bool
+	TimeMs int64
 	// Seq is the message's sequence number in a sink's Store (0 when the
 	// message was never stored).
-	Seq uint64
+	Seq     uint64
+	Quality model.Quality
+	Retain  bool
+	// Replay marks a message delivered late from the sink's store rather
+	// than live (Sparkplug's is_historical). The one-byte fields are last,
+	// so that a Message is 72 bytes, not 88: a queue's ring holds many.
+	Replay bool
 }
 
 // Queue is a sink's FIFO of messages. Producers never block. One sink

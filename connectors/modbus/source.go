@@ -28,7 +28,6 @@ var (
 type Source struct {
 	s       settings
 	reqs    []Request
-	keys    []string
 	running atomic.Bool
 
 	connects    atomic.Uint64
@@ -82,21 +81,29 @@ func New(cfg Config) (*Source, error) {
 	if err := probs.err(cfg.Name); err != nil {
 		return nil, err
 	}
-	var keys []string
-	for i := range reqs {
-		for _, b := range reqs[i].Bindings {
-			keys = append(keys, b.Key)
-		}
-	}
-	slices.Sort(keys)
-	return &Source{s: s, reqs: reqs, keys: keys}, nil
+	return &Source{s: s, reqs: reqs}, nil
 }
 
 // Name returns the source id.
 func (src *Source) Name() string { return src.s.name }
 
-// Addresses returns every binding key, sorted, each once.
-func (src *Source) Addresses() []string { return slices.Clone(src.keys) }
+// Addresses returns every binding key, sorted, each once. It is made
+// from the poll plan at each call (rarely: when a session ends) rather
+// than kept beside it.
+func (src *Source) Addresses() []string {
+	n := 0
+	for i := range src.reqs {
+		n += len(src.reqs[i].Bindings)
+	}
+	keys := make([]string, 0, n)
+	for i := range src.reqs {
+		for _, b := range src.reqs[i].Bindings {
+			keys = append(keys, b.Key)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
 
 // Requests returns a copy of the poll plan (see Plan).
 func (src *Source) Requests() []Request {
