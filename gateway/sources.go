@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"reflect"
 
@@ -16,13 +18,52 @@ import (
 // (with its tags, without a logger) and its backoff. Two equal specs make
 // the same source, so a reload keeps a running source whose spec it did
 // not change.
+//
+// The tags are compared by a digest: once its source is made, a spec
+// keeps the digest, not the tags (the source has its own plan of them),
+// which would be a third copy of every binding of a large plant.
 type sourceSpec struct {
 	modbus  *modbus.Config // one of modbus and opcua is set
 	opcua   *opcua.Config
 	backoff connectors.Backoff
+	tags    [sha256.Size]byte // digest of the config's Tags
 }
 
-func (s sourceSpec) equal(o sourceSpec) bool { return reflect.DeepEqual(s, o) }
+func (s sourceSpec) equal(o sourceSpec) bool {
+	return reflect.DeepEqual(s.withoutTags(), o.withoutTags())
+}
+
+// withoutTags returns s with the connector config's Tags left out (the
+// digest stays).
+func (s sourceSpec) withoutTags() sourceSpec {
+	if s.modbus != nil {
+		c := *s.modbus
+		c.Tags = nil
+		s.modbus = &c
+	}
+	if s.opcua != nil {
+		c := *s.opcua
+		c.Tags = nil
+		s.opcua = &c
+	}
+	return s
+}
+
+// tagsDigest is the digest of a connector's tags in order. The tag types
+// are plain values (strings, numbers, slices of strings), which %#v
+// prints completely and the same way every time: so equal digests mean
+// equal tags, as reflect.DeepEqual sees them.
+func tagsDigest[T any](tags []T) [sha256.Size]byte {
+	h := sha256.New()
+	w := bufio.NewWriter(h)
+	for i := range tags {
+		fmt.Fprintf(w, "%#v\n", tags[i])
+	}
+	w.Flush()
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
 
 // sourceRun is one source of the gateway and, while it runs, how to stop
 // it.
@@ -63,7 +104,7 @@ func sourceSpecs(cfg *Config, plan *harmonize.Plan) (map[string]sourceSpec, erro
 	}
 	for name, tags := range mbTags {
 		sc := cfg.Sources[name]
-		specs[name] = sourceSpec{backoff: backoff(sc), modbus: &modbus.Config{
+		specs[name] = sourceSpec{backoff: backoff(sc), tags: tagsDigest(tags), modbus: &modbus.Config{
 			Name: name, URL: sc.URL.V, UnitID: sc.UnitID.V, Poll: sc.Poll, Timeout: sc.Timeout,
 			Pause: sc.Pause.V, MaxGap: sc.MaxGap.V, MaxBitGap: sc.MaxBitGap.V, StaleAfter: sc.StaleAfter.V,
 			Tags: tags,
@@ -72,7 +113,7 @@ func sourceSpecs(cfg *Config, plan *harmonize.Plan) (map[string]sourceSpec, erro
 	for name, tags := range uaTags {
 		sc := cfg.Sources[name]
 		c := sc.opcuaConfig(defaultAppURI(cfg.ID), tags)
-		specs[name] = sourceSpec{backoff: backoff(sc), opcua: &c}
+		specs[name] = sourceSpec{backoff: backoff(sc), tags: tagsDigest(tags), opcua: &c}
 	}
 	return specs, nil
 }
@@ -104,7 +145,7 @@ func (g *Gateway) newSource(name string, spec sourceSpec) (*sourceRun, error) {
 			g.fanout.SourceState(name, false)
 		}
 	})
-	return &sourceRun{name: name, spec: spec, sup: sup}, nil
+	return &sourceRun{name: name, spec: spec.withoutTags(), sup: sup}, nil
 }
 
 // startSource runs s under its own context, a child of the sources'

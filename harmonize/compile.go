@@ -58,6 +58,7 @@ func Compile(m *model.Model) (*Plan, error) {
 	c := &compiler{
 		programs: make(map[string]*program),
 		scans:    make(map[string]*scanned),
+		slots:    make(map[*program][]slot),
 	}
 	return c.compile(m)
 }
@@ -68,6 +69,7 @@ type compiler struct {
 	index    map[*model.Tag]int32
 	programs map[string]*program
 	scans    map[string]*scanned
+	slots    map[*program][]slot // the last slots made for each program, to share equal ones
 }
 
 func (c *compiler) compile(m *model.Model) (*Plan, error) {
@@ -435,6 +437,13 @@ func (c *compiler) compileTag(tags []assetTag, i int) {
 			return
 		}
 		spec.prog = prog
+		// Instances of a type that read only their raw value (or equal
+		// parameters) have equal slots: they share one slice.
+		if shared, ok := c.slots[prog]; ok && slices.Equal(shared, spec.slots) {
+			spec.slots = shared
+		} else {
+			c.slots[prog] = spec.slots
+		}
 		for _, r := range at.refs {
 			spec.refs = append(spec.refs, tags[r].global)
 		}

@@ -168,7 +168,7 @@ func (e *Engine) Apply(batch []model.Sample, out []model.Point) []model.Point {
 			continue
 		}
 		t := s.Time()
-		for _, ti := range p.groups[g] {
+		for _, ti := range p.group(g) {
 			spec := &p.specs[ti]
 			st := &e.state[ti]
 			// Every addressed tag keeps its latest sample, so that a

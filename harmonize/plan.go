@@ -14,14 +14,17 @@ import (
 // recomputed. A Plan never changes after Compile, so any number of Engines
 // and goroutines may share it.
 type Plan struct {
-	metas      []model.TagMeta // sorted by topic; Index = position
-	tags       []*model.TagMeta
-	specs      []tagSpec // parallel to metas
-	assets     []assetSpec
-	bindings   []Binding
-	byKey      map[bindKey]int32 // -> groups
-	groups     [][]int32         // tag indices bound to one (source, key)
-	heartbeats []int32           // tags with a heartbeat
+	metas    []model.TagMeta // sorted by topic; Index = position
+	tags     []*model.TagMeta
+	specs    []tagSpec // parallel to metas
+	assets   []assetSpec
+	bindings []Binding
+	byKey    map[bindKey]int32 // -> binding index g
+	// groupTags[groupStart[g]:groupStart[g+1]] are the tag indices bound
+	// to binding g: one array for all, not a slice per binding.
+	groupTags  []int32
+	groupStart []int32
+	heartbeats []int32 // tags with a heartbeat
 	sources    []string
 	sourceRefs map[string]model.Pos
 	maxSlots   int // most names any one expression uses
@@ -101,17 +104,26 @@ func (p *Plan) finishBindings(groups map[bindKey]*bindGroup) {
 	keys := slices.SortedFunc(maps.Keys(groups), func(a, b bindKey) int {
 		return cmp.Or(cmp.Compare(a.source, b.source), cmp.Compare(a.address, b.address))
 	})
+	n := 0
+	for _, g := range groups {
+		n += len(g.tags)
+	}
 	p.byKey = make(map[bindKey]int32, len(keys))
-	p.groups = make([][]int32, len(keys))
+	p.groupTags = make([]int32, 0, n)
+	p.groupStart = make([]int32, len(keys)+1)
 	p.bindings = make([]Binding, len(keys))
 	for i, k := range keys {
 		g := groups[k]
 		slices.Sort(g.tags)
 		p.byKey[k] = int32(i)
-		p.groups[i] = g.tags
+		p.groupTags = append(p.groupTags, g.tags...)
+		p.groupStart[i+1] = int32(len(p.groupTags))
 		p.bindings[i] = Binding{Source: k.source, Key: k.address, Address: g.addr, Poll: g.poll}
 	}
 }
+
+// group returns the tag indices bound to binding g.
+func (p *Plan) group(g int32) []int32 { return p.groupTags[p.groupStart[g]:p.groupStart[g+1]] }
 
 type bindGroup struct {
 	addr *model.Address

@@ -53,7 +53,7 @@ func (e *Engine) Successor(p *Plan, out []model.Point) (*Engine, []model.Point) 
 		}
 		if b := newBind[ti]; b >= 0 {
 			if og, ok := old.byKey[bindKey{p.bindings[b].Source, p.bindings[b].Key}]; ok {
-				from, to := &e.state[old.groups[og][0]], &n.state[ti]
+				from, to := &e.state[old.group(og)[0]], &n.state[ti]
 				if from.rawSeen {
 					to.raw, to.rawQ, to.rawStale, to.rawT, to.rawSeen, to.rawSt = from.raw, from.rawQ, from.rawStale, from.rawT, true, from.rawSt
 				}
@@ -86,8 +86,8 @@ func (p *Plan) tagBindings() []int32 {
 	for i := range out {
 		out[i] = -1
 	}
-	for g, tags := range p.groups {
-		for _, ti := range tags {
+	for g := range p.bindings {
+		for _, ti := range p.group(int32(g)) {
 			out[ti] = int32(g)
 		}
 	}
