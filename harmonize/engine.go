@@ -159,9 +159,15 @@ func (e *Engine) Apply(batch []model.Sample, out []model.Point) []model.Point {
 	}
 	p := e.plan
 	c := batchState{now: e.now}
+	// A batch comes from one source, as a rule: look its keys up once.
+	var src string
+	var keys map[string]int32
 	for i := range batch {
 		s := &batch[i]
-		g, ok := p.byKey[bindKey{s.Source, s.Address}]
+		if keys == nil || s.Source != src {
+			src, keys = s.Source, p.bySource[s.Source]
+		}
+		g, ok := keys[s.Address]
 		if !ok {
 			c.unknown++
 			e.logUnknown(s, c.wallNow())

@@ -19,7 +19,10 @@ type Plan struct {
 	specs    []tagSpec // parallel to metas
 	assets   []assetSpec
 	bindings []Binding
-	byKey    map[bindKey]int32 // -> binding index g
+	// bySource maps a source, then a binding key, to the binding index g:
+	// per source, the keys alone are hashed, and a map entry is 24 bytes,
+	// not the 40 of a (source, key) pair.
+	bySource map[string]map[string]int32
 	// groupTags[groupStart[g]:groupStart[g+1]] are the tag indices bound
 	// to binding g: one array for all, not a slice per binding.
 	groupTags  []int32
@@ -108,18 +111,31 @@ func (p *Plan) finishBindings(groups map[bindKey]*bindGroup) {
 	for _, g := range groups {
 		n += len(g.tags)
 	}
-	p.byKey = make(map[bindKey]int32, len(keys))
+	perSource := map[string]int{}
+	for _, k := range keys {
+		perSource[k.source]++
+	}
+	p.bySource = make(map[string]map[string]int32, len(perSource))
+	for src, n := range perSource {
+		p.bySource[src] = make(map[string]int32, n)
+	}
 	p.groupTags = make([]int32, 0, n)
 	p.groupStart = make([]int32, len(keys)+1)
 	p.bindings = make([]Binding, len(keys))
 	for i, k := range keys {
 		g := groups[k]
 		slices.Sort(g.tags)
-		p.byKey[k] = int32(i)
+		p.bySource[k.source][k.address] = int32(i)
 		p.groupTags = append(p.groupTags, g.tags...)
 		p.groupStart[i+1] = int32(len(p.groupTags))
 		p.bindings[i] = Binding{Source: k.source, Key: k.address, Address: g.addr, Poll: g.poll}
 	}
+}
+
+// binding returns the index of the binding of (source, key).
+func (p *Plan) binding(source, key string) (int32, bool) {
+	g, ok := p.bySource[source][key]
+	return g, ok
 }
 
 // group returns the tag indices bound to binding g.

@@ -52,7 +52,7 @@ func (e *Engine) Successor(p *Plan, out []model.Point) (*Engine, []model.Point) 
 			continue
 		}
 		if b := newBind[ti]; b >= 0 {
-			if og, ok := old.byKey[bindKey{p.bindings[b].Source, p.bindings[b].Key}]; ok {
+			if og, ok := old.binding(p.bindings[b].Source, p.bindings[b].Key); ok {
 				from, to := &e.state[old.group(og)[0]], &n.state[ti]
 				if from.rawSeen {
 					to.raw, to.rawQ, to.rawStale, to.rawT, to.rawSeen, to.rawSt = from.raw, from.rawQ, from.rawStale, from.rawT, true, from.rawSt
