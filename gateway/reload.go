@@ -78,6 +78,7 @@ func (g *Gateway) ReloadFiles() (ReloadResult, error) {
 	sum := filesSum(watchedPaths(g.appliedConfig())) // before reading: a later change is seen again
 	cfg, m, plan, err := Load(g.cfg.File)
 	g.fileSum = sum
+	defer settleHeap() // what loading took, and the old plan once replaced
 	if err == nil && g.override != nil {
 		err = g.override(cfg)
 	}
