@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"math"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,7 +32,7 @@ type liveStore struct {
 	mu    sync.RWMutex
 	epoch int64 // unix ns; the history's times count from it
 	tags  []*model.TagMeta
-	order []int32 // tags by topic, when tags are not sorted by topic (a plan's are: then nil)
+	index model.TopicIndex // finds tags by topic
 	slots []liveSlot
 	histV []float64 // historyLen per tag
 	histT []int32   // tenths of a second since epoch, parallel to histV
@@ -64,17 +63,7 @@ func newLiveStore(tags []*model.TagMeta) *liveStore {
 // and history; the others start empty. Readers see a new generation and
 // start over.
 func (s *liveStore) SetTags(tags []*model.TagMeta) {
-	// Topics are found by binary search in the plan's tags, which are
-	// sorted by topic: a map beside them would cost about 40 bytes per
-	// tag for lookups that only readers and reloads make.
-	var order []int32
-	if !slices.IsSortedFunc(tags, compareTopic) {
-		order = make([]int32, len(tags))
-		for i := range order {
-			order[i] = int32(i)
-		}
-		slices.SortStableFunc(order, func(a, b int32) int { return compareTopic(tags[a], tags[b]) })
-	}
+	index := model.NewTopicIndex(tags)
 	slots := make([]liveSlot, len(tags))
 	histV := make([]float64, len(tags)*historyLen)
 	histT := make([]int32, len(tags)*historyLen)
@@ -92,23 +81,14 @@ func (s *liveStore) SetTags(tags []*model.TagMeta) {
 		copy(histV[i*historyLen:(i+1)*historyLen], s.histV[int(j)*historyLen:])
 		copy(histT[i*historyLen:(i+1)*historyLen], s.histT[int(j)*historyLen:])
 	}
-	s.tags, s.order, s.slots, s.histV, s.histT = tags, order, slots, histV, histT
+	s.tags, s.index, s.slots, s.histV, s.histT = tags, index, slots, histV, histT
 	s.gen++
 }
 
-func compareTopic(a, b *model.TagMeta) int { return strings.Compare(a.Topic, b.Topic) }
-
 // find returns the index of the tag at topic. Caller holds mu.
 func (s *liveStore) find(topic string) (int32, bool) {
-	if s.order == nil {
-		i, ok := slices.BinarySearchFunc(s.tags, topic, func(m *model.TagMeta, t string) int { return strings.Compare(m.Topic, t) })
-		return int32(i), ok
-	}
-	k, ok := slices.BinarySearchFunc(s.order, topic, func(i int32, t string) int { return strings.Compare(s.tags[i].Topic, t) })
-	if !ok {
-		return 0, false
-	}
-	return s.order[k], true
+	i, ok := s.index.Find(topic)
+	return int32(i), ok
 }
 
 // Record stores a batch of points. Points of tags the store does not know

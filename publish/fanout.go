@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,7 +109,7 @@ type Fanout struct {
 	published    atomic.Uint64
 	// byTopic finds a UNS path's tag, for messages read back from a
 	// store; replaced whole by SetTags.
-	byTopic atomic.Pointer[topicIndex]
+	byTopic atomic.Pointer[model.TopicIndex]
 
 	// ctl serialises changes of the sink set (Add, Replace, Remove) with
 	// each other and with Run's shutdown; Publish never takes it.
@@ -444,56 +443,11 @@ func (f *Fanout) metaOf(topic string) *model.TagMeta {
 		return nil
 	}
 	if ix := f.byTopic.Load(); ix != nil {
-		if meta := ix.find(topic); meta != nil {
+		if meta := ix.Tag(topic); meta != nil {
 			return meta
 		}
 	}
 	return &model.TagMeta{Topic: topic}
-}
-
-// topicIndex finds tags by topic with a binary search over the tags as
-// SetTags got them, which a plan sorts by topic, so it costs nothing
-// beside them (a map would cost about 40 bytes per tag, for lookups made
-// only when a store is read back); order sorts them otherwise.
-type topicIndex struct {
-	tags  []*model.TagMeta
-	order []int32 // the non-nil tags by topic; nil when tags are sorted and have no nil
-}
-
-func newTopicIndex(tags []*model.TagMeta) *topicIndex {
-	ix := &topicIndex{tags: tags}
-	sorted := true
-	for i, t := range tags {
-		if t == nil || i > 0 && tags[i-1].Topic > t.Topic {
-			sorted = false
-			break
-		}
-	}
-	if !sorted {
-		ix.order = make([]int32, 0, len(tags))
-		for i, t := range tags {
-			if t != nil {
-				ix.order = append(ix.order, int32(i))
-			}
-		}
-		slices.SortStableFunc(ix.order, func(a, b int32) int { return strings.Compare(tags[a].Topic, tags[b].Topic) })
-	}
-	return ix
-}
-
-func (ix *topicIndex) find(topic string) *model.TagMeta {
-	if ix.order == nil {
-		i, ok := slices.BinarySearchFunc(ix.tags, topic, func(m *model.TagMeta, t string) int { return strings.Compare(m.Topic, t) })
-		if !ok {
-			return nil
-		}
-		return ix.tags[i]
-	}
-	k, ok := slices.BinarySearchFunc(ix.order, topic, func(i int32, t string) int { return strings.Compare(ix.tags[i].Topic, t) })
-	if !ok {
-		return nil
-	}
-	return ix.tags[ix.order[k]]
 }
 
 // SetTags forwards the metadata of every tag to each sink (and to sinks
@@ -502,7 +456,8 @@ func (f *Fanout) SetTags(tags []*model.TagMeta) {
 	f.tagMu.Lock()
 	defer f.tagMu.Unlock()
 	tags = slices.Clone(tags)
-	f.byTopic.Store(newTopicIndex(tags))
+	ix := model.NewTopicIndex(tags)
+	f.byTopic.Store(&ix)
 	f.mu.Lock()
 	f.tags = tags
 	sinks := f.sinkList()

@@ -10,9 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -185,7 +183,7 @@ func (s *Sink) abortOnShutdown(ctx context.Context, runDone <-chan struct{}) {
 // it holds that were never handed to a connection.
 func (s *Sink) deliver(ctx context.Context, q *publish.Queue) (held []publish.Message) {
 	batch := make([]publish.Message, 0, popBatch)
-	var metaSent sentMeta // what _meta this connection published
+	metaSent := map[string]uint64{} // topic -> hash of the _meta payload published on this connection
 	var metaBuf []byte
 	wctx, _ := s.armWake(ctx)
 	for {
@@ -207,8 +205,8 @@ func (s *Sink) deliver(ctx context.Context, q *publish.Queue) (held []publish.Me
 			}
 			continue
 		}
-		metaSent.reset()
-		tagsVer, err := s.sendMeta(ctx, gen, &metaSent, &metaBuf)
+		clear(metaSent)
+		tagsVer, err := s.sendMeta(ctx, gen, metaSent, &metaBuf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return held
@@ -225,7 +223,7 @@ func (s *Sink) deliver(ctx context.Context, q *publish.Queue) (held []publish.Me
 				continue // re-check the connection and the tags after a wake-up
 			}
 			if v := s.tagsVersion(); v != tagsVer {
-				if tagsVer, err = s.sendMeta(ctx, gen, &metaSent, &metaBuf); err != nil {
+				if tagsVer, err = s.sendMeta(ctx, gen, metaSent, &metaBuf); err != nil {
 					break
 				}
 				continue
@@ -296,17 +294,14 @@ func (s *Sink) sendValue(ctx context.Context, gen uint64, m publish.Message) err
 // sendMeta publishes, on connection gen, the _meta of every tag whose
 // metadata differs from what this connection already published, and
 // returns the tags version it worked from.
-func (s *Sink) sendMeta(ctx context.Context, gen uint64, sent *sentMeta, buf *[]byte) (uint64, error) {
+func (s *Sink) sendMeta(ctx context.Context, gen uint64, sent map[string]uint64, buf *[]byte) (uint64, error) {
 	s.mu.Lock()
 	tags, ver := s.tags, s.tagsVer
 	s.mu.Unlock()
-	defer sent.settle()
-	sent.grow(len(tags))
 	for _, t := range tags {
 		*buf = publish.AppendMetaJSON((*buf)[:0], t)
 		sum := fnv64(*buf)
-		prev := sent.find(t.Topic)
-		if prev != nil && *prev == sum {
+		if prev, ok := sent[t.Topic]; ok && prev == sum {
 			continue
 		}
 		m := publish.Message{Topic: t.Topic + publish.MetaSuffix, Payload: *buf, Retain: true}
@@ -316,61 +311,9 @@ func (s *Sink) sendMeta(ctx context.Context, gen uint64, sent *sentMeta, buf *[]
 		case err != nil:
 			return ver, err
 		}
-		if prev != nil {
-			*prev = sum
-		} else {
-			sent.add(t.Topic, sum)
-		}
+		sent[t.Topic] = sum
 	}
 	return ver, nil
-}
-
-// sentMeta is, per topic, the hash of the _meta payload published on the
-// current connection: a slice sorted by topic, 24 bytes per tag (a map
-// costs about twice that, and this is kept for every tag). Entries added
-// during a pass of sendMeta are appended unsorted and sorted in by settle.
-type sentMeta struct {
-	e      []sentEntry
-	sorted int // e[:sorted] is sorted by topic
-}
-
-type sentEntry struct {
-	topic string
-	sum   uint64
-}
-
-func (m *sentMeta) reset() { m.e, m.sorted = m.e[:0], 0 }
-
-// grow makes room for n more entries, so that the first pass over n tags
-// allocates once and exactly.
-func (m *sentMeta) grow(n int) {
-	if len(m.e) == 0 && cap(m.e) < n {
-		m.e = make([]sentEntry, 0, n)
-	}
-}
-
-// find returns the hash recorded for topic, to read or update; nil if none.
-func (m *sentMeta) find(topic string) *uint64 {
-	i, ok := slices.BinarySearchFunc(m.e[:m.sorted], topic, func(e sentEntry, t string) int { return strings.Compare(e.topic, t) })
-	if ok {
-		return &m.e[i].sum
-	}
-	// Entries added in this pass: a topic repeated in the tags is next
-	// to itself when they are sorted (a plan's are).
-	if n := len(m.e); n > m.sorted && m.e[n-1].topic == topic {
-		return &m.e[n-1].sum
-	}
-	return nil
-}
-
-func (m *sentMeta) add(topic string, sum uint64) { m.e = append(m.e, sentEntry{topic, sum}) }
-
-// settle sorts the entries added since the last settle in.
-func (m *sentMeta) settle() {
-	if m.sorted < len(m.e) {
-		slices.SortStableFunc(m.e, func(a, b sentEntry) int { return strings.Compare(a.topic, b.topic) })
-		m.sorted = len(m.e)
-	}
 }
 
 // fnv64 is FNV-1a, inline so hashing a tag's metadata does not allocate.

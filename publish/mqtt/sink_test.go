@@ -507,38 +507,3 @@ func TestFanoutShutdownDrainsThroughBroker(t *testing.T) {
 		t.Fatalf("broker received %d", got)
 	}
 }
-
-// sentMeta answers like the map it replaces: what was recorded, updated in
-// place, added in any order, and nothing after a reset.
-func TestSentMeta(t *testing.T) {
-	var m sentMeta
-	m.grow(4)
-	for i, topic := range []string{"a/c", "a/a", "a/b"} {
-		if m.find(topic) != nil {
-			t.Fatalf("%s found before it was added", topic)
-		}
-		m.add(topic, uint64(i+1))
-		if p := m.find(topic); p == nil || *p != uint64(i+1) {
-			t.Fatalf("%s not found right after it was added", topic)
-		}
-	}
-	m.settle()
-	for topic, want := range map[string]uint64{"a/c": 1, "a/a": 2, "a/b": 3} {
-		if p := m.find(topic); p == nil || *p != want {
-			t.Errorf("%s: %v, want %d", topic, p, want)
-		}
-	}
-	*m.find("a/b") = 9
-	m.add("a/0", 4) // added in a later pass, before the others in order
-	m.settle()
-	if p := m.find("a/b"); p == nil || *p != 9 {
-		t.Errorf("updated a/b: %v", p)
-	}
-	if p := m.find("a/0"); p == nil || *p != 4 {
-		t.Errorf("a/0: %v", p)
-	}
-	m.reset()
-	if m.find("a/a") != nil {
-		t.Error("found after reset")
-	}
-}
