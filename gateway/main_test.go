@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unsgate/unsgate/harmonize"
 	"github.com/unsgate/unsgate/model"
 )
 
@@ -25,6 +26,19 @@ func TestMain(m *testing.M) {
 // error. The caller runs it or closes its fan-out.
 func buildGateway(t testing.TB, cfgText, modelText string, vars map[string]string) (*Config, *Gateway) {
 	t.Helper()
+	cfg, m, plan := compileGateway(t, cfgText, modelText, vars)
+	g, err := New(cfg, m, plan, nil)
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	return cfg, g
+}
+
+// compileGateway parses cfgText (as gw.yaml in a temporary folder, with
+// vars as the environment), loads modelText as m.yaml and compiles them,
+// failing the test on any error.
+func compileGateway(t testing.TB, cfgText, modelText string, vars map[string]string) (*Config, *model.Model, *harmonize.Plan) {
+	t.Helper()
 	cfg, err := ParseConfig(filepath.Join(t.TempDir(), "gw.yaml"), []byte(cfgText), env(vars))
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -37,11 +51,7 @@ func buildGateway(t testing.TB, cfgText, modelText string, vars map[string]strin
 	if err != nil {
 		t.Fatalf("compile: %v", err)
 	}
-	g, err := New(cfg, m, plan, nil)
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
-	return cfg, g
+	return cfg, m, plan
 }
 
 // runGateway runs g until the test ends, or until the returned cancel. It

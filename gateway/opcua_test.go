@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/unsgate/unsgate/connectors/sim"
-	"github.com/unsgate/unsgate/model"
 )
 
 // The whole path with an OPC UA server next to a Modbus PLC: the server
@@ -46,22 +45,7 @@ assets:
 	cfgText := "id: gw-ua\nmodels: [m.yaml]\ndata_dir: " + t.TempDir() + "\nshutdown_timeout: 3s\nbroker: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"127.0.0.1:0\"}\nsources:\n" +
 		"  ua1: {url: \"" + ua.Endpoint() + "\", security_policy: None, publishing_interval: 100ms, keepalive: 1s, timeout: 1s, backoff: {initial: 50ms, max: 300ms}}\n" +
 		"  plc1: {url: \"" + plc.URL() + "\", poll: 100ms, timeout: 300ms}\n"
-	cfg, err := ParseConfig("gw.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.LoadFiles([]model.File{{Name: "m.yaml", Data: []byte(modelText)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, plan, err := CompileModel(cfg, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(cfg, m, plan, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, g := buildGateway(t, cfgText, modelText, nil)
 	runGateway(t, g)
 	sub := subscribe(t, g.BrokerAddr(), "acme/#")
 	const oven, pump = "acme/plant/bake/line9/oven/", "acme/plant/bake/line9/pump/"

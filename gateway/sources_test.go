@@ -3,16 +3,17 @@ package gateway
 import (
 	"strings"
 	"testing"
-
-	"github.com/unsgate/unsgate/model"
 )
 
 // A source is kept across a reload exactly when its spec, tags included,
 // is unchanged, although a running source's spec keeps only a digest of
 // its tags.
 func TestSourceSpecEqual(t *testing.T) {
-	const cfgText = `id: gw
+	// One data_dir for every load, as a reload of the same file has (the
+	// OPC UA config holds paths in it).
+	cfgText := `id: gw
 models: [m.yaml]
+data_dir: ` + t.TempDir() + `
 http: {disabled: true}
 sources:
   plc1: {url: "tcp://127.0.0.1:1502", poll: 50ms}
@@ -33,18 +34,7 @@ assets:
 `
 	specsOf := func(modelText string) map[string]sourceSpec {
 		t.Helper()
-		cfg, err := ParseConfig("gw.yaml", []byte(cfgText), env(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := model.LoadFiles([]model.File{{Name: "m.yaml", Data: []byte(modelText)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, plan, err := CompileModel(cfg, m)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg, _, plan := compileGateway(t, cfgText, modelText, nil)
 		specs, err := sourceSpecs(cfg, plan)
 		if err != nil {
 			t.Fatal(err)
