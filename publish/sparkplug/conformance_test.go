@@ -373,6 +373,15 @@ func TestDeviceDeathAndRebirthAroundSourceOutage(t *testing.T) {
 	r.point(6, model.IntValue(5), model.QualityGood, t0.Add(2*time.Second))
 	r.point(0, model.FloatValue(1), model.QualityGood, t0.Add(2*time.Second)) // a heartbeat of a dead tag
 	h.waitFor(dd, "DDATA of mixer", func(m rx) bool { return m.Topic == dtopic("DDATA", devMixer) })
+	// The heartbeat may come in the sink's next batch: it must be handled
+	// (skipped) before plc1 is back, or the device is up again by then.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.s.Counters().Skipped < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead tag's heartbeat was not skipped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	// plc1 is back.
 	r.up("plc1")
