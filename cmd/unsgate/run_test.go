@@ -52,15 +52,9 @@ func TestRunStopsOnSIGTERM(t *testing.T) {
 
 	dir := t.TempDir()
 	brokerAddr := freePort(t)
-	model := "base: acme/plant/water\ntypes:\n  Pump:\n    tags:\n      flow: {address: \"holding:0\", type: uint16}\n" +
-		"assets:\n  line1/pump1: {type: Pump, source: plc1}\n"
 	config := fmt.Sprintf("id: edge-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\n"+
 		"sources:\n  plc1: {url: %q, poll: 100ms}\nbroker: {listen: %q}\n", plc.URL(), brokerAddr)
-	for name, text := range map[string]string{"m.yaml": model, "gw.yaml": config} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, map[string]string{"m.yaml": runModel, "gw.yaml": config})
 
 	var stderr lockedBuffer
 	cmd := exec.Command(os.Args[0], "run", "--config", filepath.Join(dir, "gw.yaml"), "--http-listen", "127.0.0.1:0")
@@ -155,18 +149,12 @@ func TestRunStopsOnSIGTERM(t *testing.T) {
 // from --http-listen.
 func TestRunRefusesOpenStatusPage(t *testing.T) {
 	dir := t.TempDir()
-	model := "base: acme/plant/water\ntypes:\n  Pump:\n    tags:\n      flow: {address: \"holding:0\", type: uint16}\n" +
-		"assets:\n  line1/pump1: {type: Pump, source: plc1}\n"
 	base := "id: edge-test\nmodels: [m.yaml]\nsources:\n  plc1: {url: \"tcp://127.0.0.1:1\"}\n"
-	for name, text := range map[string]string{
-		"m.yaml":    model,
+	writeFiles(t, dir, map[string]string{
+		"m.yaml":    runModel,
 		"open.yaml": base + "http:\n  listen: 0.0.0.0:8080\n",
 		"gw.yaml":   base,
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	for _, c := range []struct {
 		args []string
 		want string
