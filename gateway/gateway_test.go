@@ -37,15 +37,8 @@ func startGateway(t *testing.T, modelText string, urls map[string]string) (*Gate
 // One PLC going down marks its tags BAD (and the derived tag depending on
 // them), leaves the other PLC's tags GOOD, and recovers by itself.
 func TestPLCDownThenUp(t *testing.T) {
-	plc1, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plc2, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc2.Close()
+	plc1 := listenPLC(t)
+	plc2 := listenPLC(t)
 	plc1.SetHolding(1, 0, 123)
 	plc2.SetHolding(1, 0, 456)
 	g, _ := startGateway(t, pumpModel, map[string]string{"plc1": plc1.URL(), "plc2": plc2.URL()})

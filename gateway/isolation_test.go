@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/model"
 )
 
@@ -43,11 +42,7 @@ func blackhole(t *testing.T) string {
 // One PLC unreachable (connects hang): the other PLC's tags flow, the dead
 // one's are BAD, and shutdown is prompt.
 func TestUnreachablePLCIsolatedAndShutdownPrompt(t *testing.T) {
-	plc2, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc2.Close()
+	plc2 := listenPLC(t)
 	plc2.SetHolding(1, 0, 456)
 	var t0 time.Time
 	t.Cleanup(func() {

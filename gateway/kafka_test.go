@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/models"
 )
@@ -25,16 +24,8 @@ func TestGatewayPublishesToMQTTAndKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
-	plc1, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc1.Close()
-	plc2, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc2.Close()
+	plc1 := listenPLC(t)
+	plc2 := listenPLC(t)
 	plc1.SetHolding(1, 0, 123)
 	plc2.SetHolding(1, 0, 456)
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/harmonize"
 	"github.com/unsgate/unsgate/model"
 )
@@ -32,6 +33,18 @@ func buildGateway(t testing.TB, cfgText, modelText string, vars map[string]strin
 		t.Fatalf("new: %v", err)
 	}
 	return cfg, g
+}
+
+// listenPLC starts a simulated Modbus PLC on a free loopback port, closed
+// when the test ends (Close may also be called before, to make it vanish).
+func listenPLC(t *testing.T) *sim.Server {
+	t.Helper()
+	plc, err := sim.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plc.Close() })
+	return plc
 }
 
 // compileGateway parses cfgText (as gw.yaml in a temporary folder, with

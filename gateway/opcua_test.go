@@ -20,11 +20,7 @@ func TestOPCUAServerRestartIsolated(t *testing.T) {
 	defer ua.Close()
 	ua.AddVariable("Line9/Oven/Temp", 180.5)
 	ua.AddVariable("Line9/Oven/Door", false)
-	plc, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc.Close()
+	plc := listenPLC(t)
 	plc.SetHolding(1, 0, 10)
 
 	modelText := `

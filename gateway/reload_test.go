@@ -16,7 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/publish/broker"
 )
 
@@ -142,16 +141,6 @@ func (r *reloadRig) sourceNames() []string {
 		names = append(names, s.Name)
 	}
 	return names
-}
-
-func listenPLC(t *testing.T) *sim.Server {
-	t.Helper()
-	plc, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { plc.Close() })
-	return plc
 }
 
 const reloadConfig = `id: gw-test

@@ -21,7 +21,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/model"
 	"github.com/unsgate/unsgate/publish/broker"
 )
@@ -47,11 +46,7 @@ func TestGatewaySIGKILLDuringOutage(t *testing.T) {
 	}
 	t.Parallel()
 	const tags = 10
-	plc, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc.Close()
+	plc := listenPLC(t)
 	served := newServedLog(tags)
 	plc.SetBeforeRead(func(unit uint8, area model.Area, addr, quantity uint16) {
 		if area != model.AreaHoldingRegister {

@@ -475,16 +475,8 @@ func checkBirthValues(t *testing.T, what string, p sparkplug.Payload, want map[s
 // connectors.Supervisor.OnState -> Fanout.SourceState -> Sparkplug sink,
 // against a real Modbus server and the embedded broker.
 func TestSparkplugPLCOutageDeathAndBirth(t *testing.T) {
-	plc1, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc1.Close()
-	plc2, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc2.Close()
+	plc1 := listenPLC(t)
+	plc2 := listenPLC(t)
 	// flow 12.3, pressure -12 (int16), running (bit 0), counters/good 70000
 	// (uint32 over registers 4-5, high word first).
 	plc1.SetHolding(1, 0, 123, uint16(0xFFF4), 1, 0, 70000>>16, 70000&0xFFFF)

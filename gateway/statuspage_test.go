@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unsgate/unsgate/connectors/sim"
 	"github.com/unsgate/unsgate/publish/broker"
 )
 
@@ -20,16 +19,8 @@ import (
 // not ready until the broker comes; /metrics, the JSON API and the event
 // stream follow the data.
 func TestStatusPageOfRunningGateway(t *testing.T) {
-	plc1, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc1.Close()
-	plc2, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc2.Close()
+	plc1 := listenPLC(t)
+	plc2 := listenPLC(t)
 	plc1.SetHolding(1, 0, 123)
 	plc2.SetHolding(1, 0, 456)
 	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
