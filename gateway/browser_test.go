@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/unsgate/unsgate/models"
 )
 
 // pageState is what the test reads off the rendered page.
@@ -60,29 +58,14 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("chromium not installed (.ci/browser.sh installs it): %v", err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	gw := make(chan *Gateway, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Models: models.FS,
-			Out: &strings.Builder{}, Seed: 11, Started: func(g *Gateway) { gw <- g }})
-	}()
-	var g *Gateway
-	select {
-	case g = <-gw:
-	case err := <-errc:
-		t.Fatalf("demo stopped: %v", err)
-	case <-time.After(demoStartLimit):
-		t.Fatal("demo did not start")
-	}
+	g, _ := startDemo(t, DemoOptions{Seed: 11})
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 1000))
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer acancel()
 	bctx, bcancel := chromedp.NewContext(actx)
 	defer bcancel()

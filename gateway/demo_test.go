@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +18,53 @@ import (
 // 2-core box and four times that with other test packages running.
 const demoStartLimit = 60 * time.Second
 
-// The acceptance check as a test: the demo's UNS topics appear on
-// the embedded broker, GOOD, and change over time, within 15 seconds.
-func TestDemoPublishesUNS(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// startDemo runs the demo with opts (on free loopback ports, with the
+// example models) and returns its gateway once it has started, failing the
+// test if the demo stops or does not start within demoStartLimit. stop
+// ends the demo and fails the test unless it returns nil within limit;
+// if the test does not call it, it runs when the test ends, with 15 s.
+func startDemo(t *testing.T, opts DemoOptions) (g *Gateway, stop func(limit time.Duration)) {
+	t.Helper()
+	opts.MQTTListen, opts.HTTPListen, opts.Models = "127.0.0.1:0", "127.0.0.1:0", models.FS
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
 	gw := make(chan *Gateway, 1)
-	var banner strings.Builder
+	opts.Started = func(g *Gateway) { gw <- g }
+	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() {
-		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Models: models.FS, Out: &banner, Seed: 7,
-			Started: func(g *Gateway) { gw <- g }})
-	}()
-	var g *Gateway
+	go func() { errc <- RunDemo(ctx, opts) }()
+	var once sync.Once
+	stop = func(limit time.Duration) {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-errc:
+				if err != nil {
+					t.Errorf("demo: %v", err)
+				}
+			case <-time.After(limit):
+				t.Errorf("demo did not stop within %v", limit)
+			}
+		})
+	}
+	t.Cleanup(func() { stop(15 * time.Second) })
 	select {
 	case g = <-gw:
+		return g, stop
 	case err := <-errc:
 		t.Fatalf("demo stopped: %v", err)
 	case <-time.After(demoStartLimit):
 		t.Fatal("demo did not start")
 	}
+	return nil, nil
+}
+
+// The acceptance check as a test: the demo's UNS topics appear on
+// the embedded broker, GOOD, and change over time, within 15 seconds.
+func TestDemoPublishesUNS(t *testing.T) {
+	var banner strings.Builder
+	g, stop := startDemo(t, DemoOptions{Out: &banner, Seed: 7})
 	if !strings.Contains(banner.String(), g.BrokerAddr()) || !strings.Contains(banner.String(), "opc.tcp://127.0.0.1:") {
 		t.Errorf("banner does not print the broker address %s:\n%s", g.BrokerAddr(), banner.String())
 	}
@@ -110,13 +139,5 @@ func TestDemoPublishesUNS(t *testing.T) {
 		t.Errorf("_meta = %s (%v)", r.Payload, err)
 	}
 
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("demo: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("demo did not stop within 10s")
-	}
+	stop(10 * time.Second)
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/unsgate/unsgate/model"
-	"github.com/unsgate/unsgate/models"
 )
 
 // The gateway with both sinks publishes the same points, as the same
@@ -137,30 +136,9 @@ func TestDemoWithKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cluster.Close()
-	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cluster.Close) // after the demo's own cleanup has stopped it
 	var banner strings.Builder
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		errc <- RunDemo(ctx, DemoOptions{MQTTListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", KafkaBrokers: cluster.ListenAddrs(), Models: models.FS,
-			Out: &banner, Seed: 3, Started: func(*Gateway) { close(started) }})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-errc:
-		case <-time.After(15 * time.Second):
-			t.Error("demo did not stop")
-		}
-	}()
-	select {
-	case <-started:
-	case err := <-errc:
-		t.Fatalf("demo stopped: %v", err)
-	case <-time.After(demoStartLimit):
-		t.Fatal("demo did not start")
-	}
+	startDemo(t, DemoOptions{KafkaBrokers: cluster.ListenAddrs(), Out: &banner, Seed: 3})
 	if !strings.Contains(banner.String(), "Kafka          "+cluster.ListenAddrs()[0]) {
 		t.Errorf("banner does not name Kafka:\n%s", banner.String())
 	}
