@@ -43,18 +43,7 @@ func freePort(t *testing.T) string {
 // `unsgate run` as a real process: it publishes, and SIGTERM stops it
 // cleanly within the shutdown bound, marking the gateway offline.
 func TestRunStopsOnSIGTERM(t *testing.T) {
-	plc, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc.Close()
-	plc.SetHolding(1, 0, 421)
-
-	dir := t.TempDir()
-	brokerAddr := freePort(t)
-	config := fmt.Sprintf("id: edge-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\n"+
-		"sources:\n  plc1: {url: %q, poll: 100ms}\nbroker: {listen: %q}\n", plc.URL(), brokerAddr)
-	writeFiles(t, dir, map[string]string{"m.yaml": runModel, "gw.yaml": config})
+	dir, brokerAddr := pumpGateway(t, "")
 
 	var stderr lockedBuffer
 	cmd := exec.Command(os.Args[0], "run", "--config", filepath.Join(dir, "gw.yaml"), "--http-listen", "127.0.0.1:0")
@@ -75,6 +64,7 @@ func TestRunStopsOnSIGTERM(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
 	var c *paho.Client
+	var err error
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err = mqtt.Subscribe(context.Background(), brokerAddr, "run-test", []string{"acme/#"}, 1, func(p *paho.Publish) {
@@ -296,24 +286,32 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
+// pumpGateway starts a simulated PLC whose register 0 holds 421 (closed
+// when the test ends) and writes, in a temporary folder it returns, runModel
+// as m.yaml and a gw.yaml that reads the PLC every 100 ms and runs its
+// embedded broker on the free port it returns; extra is added to gw.yaml.
+func pumpGateway(t *testing.T, extra string) (dir, brokerAddr string) {
+	t.Helper()
+	plc, err := sim.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plc.Close() })
+	plc.SetHolding(1, 0, 421)
+	dir, brokerAddr = t.TempDir(), freePort(t)
+	config := fmt.Sprintf("id: edge-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\n%s"+
+		"sources:\n  plc1: {url: %q, poll: 100ms}\nbroker: {listen: %q}\n", extra, plc.URL(), brokerAddr)
+	writeFiles(t, dir, map[string]string{"m.yaml": runModel, "gw.yaml": config})
+	return dir, brokerAddr
+}
+
 const runModel = "base: acme/plant/water\ntypes:\n  Pump:\n    tags:\n      flow: {address: \"holding:0\", type: uint16}\n" +
 	"assets:\n  line1/pump1: {type: Pump, source: plc1}\n"
 
 // SIGHUP reads the model files again and applies them: with watching off,
 // a new tag appears only after the signal.
 func TestRunReloadsOnSIGHUP(t *testing.T) {
-	plc, err := sim.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plc.Close()
-	plc.SetHolding(1, 0, 421)
-
-	dir := t.TempDir()
-	brokerAddr := freePort(t)
-	config := fmt.Sprintf("id: edge-test\nmodels: [m.yaml]\nshutdown_timeout: 3s\nreload: {watch: false}\n"+
-		"sources:\n  plc1: {url: %q, poll: 100ms}\nbroker: {listen: %q}\n", plc.URL(), brokerAddr)
-	writeFiles(t, dir, map[string]string{"m.yaml": runModel, "gw.yaml": config})
+	dir, brokerAddr := pumpGateway(t, "reload: {watch: false}\n")
 	p := startRun(t, filepath.Join(dir, "gw.yaml"), brokerAddr, "acme/#")
 	p.waitMsg("acme/plant/water/line1/pump1/flow", `"value":421,"quality":"GOOD"`)
 
