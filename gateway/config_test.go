@@ -237,12 +237,7 @@ sinks:
     batch_bytes: -5
     tls: {cert_file: c.pem}
 `
-	_, err := ParseConfig("gw.yaml", []byte(text), env(nil))
-	if err == nil {
-		t.Fatal("no error")
-	}
-	got := err.Error()
-	for _, want := range []string{
+	wantConfigErrors(t, text,
 		`gw.yaml:5:15: sinks.kafka.brokers: broker "k1": want host:port`,
 		`gw.yaml:6:23: sinks.kafka.sasl: SASL mechanism "GSSAPI": want one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512`,
 		`gw.yaml:7:12: sinks.kafka.topic: topic name "uns values": only letters, digits`,
@@ -252,18 +247,9 @@ sinks:
 		`gw.yaml:12:13: sinks.kafka.linger -1s`,
 		`gw.yaml:13:18: sinks.kafka.batch_bytes -5`,
 		`gw.yaml:14:10: sinks.kafka.tls: cert_file and key_file go together`,
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("missing %q in:\n%s", want, got)
-		}
-	}
-	for _, line := range strings.Split(got, "\n") {
-		if !strings.HasPrefix(line, "gw.yaml:") {
-			t.Errorf("diagnostic without position: %q", line)
-		}
-	}
+	)
 
-	_, err = ParseConfig("gw.yaml", []byte("id: gw\nmodels: [m]\nsinks:\n  kafka:\n    brokers: []\n"), env(nil))
+	_, err := ParseConfig("gw.yaml", []byte("id: gw\nmodels: [m]\nsinks:\n  kafka:\n    brokers: []\n"), env(nil))
 	if err == nil || !strings.Contains(err.Error(), "gw.yaml:5:5: sinks.kafka.brokers: name at least one seed broker") {
 		t.Errorf("empty brokers: %v", err)
 	}
@@ -346,5 +332,27 @@ func TestConfigReload(t *testing.T) {
 	_, err = ParseConfig("gw.yaml", []byte("id: a\nmodels: [m]\nreload:\n  interval: 1ms\n"), env(nil))
 	if want := "gw.yaml:4:3: reload.interval 1ms: at least 10ms (the default is 2s)"; err == nil || err.Error() != want {
 		t.Errorf("error %v, want %s", err, want)
+	}
+}
+
+// wantConfigErrors parses text as gw.yaml and fails the test unless it is
+// refused with every one of wants in the error, and every line of the error
+// names its place in gw.yaml.
+func wantConfigErrors(t *testing.T, text string, wants ...string) {
+	t.Helper()
+	_, err := ParseConfig("gw.yaml", []byte(text), env(nil))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := err.Error()
+	for _, want := range wants {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	for _, line := range strings.Split(got, "\n") {
+		if !strings.HasPrefix(line, "gw.yaml:") {
+			t.Errorf("diagnostic without position: %q", line)
+		}
 	}
 }
